@@ -1,0 +1,109 @@
+//! The seam to a cluster: where rooms live, behind one internal trait.
+//!
+//! The [`Hub`](crate::Hub) and the connection driver talk to rooms only through
+//! [`Backplane`] (find or create a room, join, and the server-side queries) and, once
+//! joined, through the [`MemberChannel`] of the [`Membership`] that `join` returned.
+//! The in-process implementation ([`crate::local`]) runs one actor task per room
+//! around the pure [`Room`](crate::room::Room). A Redis-backed one would be another
+//! implementation of these two traits; see docs/architecture.md.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::CloseFrame;
+use crate::error::{JoinError, RenameError};
+use crate::name::{DisplayName, NameKey, RoomName};
+use crate::protocol::{Ref, TextFrame};
+use crate::room::MemberId;
+use crate::token::ResumeToken;
+
+/// How a connection wants in: a fresh membership, or its old one back.
+pub(crate) enum Entry {
+    Fresh {
+        name: DisplayName,
+        token: ResumeToken,
+    },
+    Resume {
+        token: ResumeToken,
+        since: Option<u64>,
+    },
+}
+
+/// A join, as the backplane receives it (names already valid, policy already asked).
+pub(crate) struct JoinRequest {
+    pub(crate) room: RoomName,
+    pub(crate) entry: Entry,
+    pub(crate) reference: Option<Ref>,
+}
+
+/// A live membership of one connection.
+///
+/// `frames` carries everything the member is sent (its welcome first, then events,
+/// acks and room errors, in order). When the room ends the membership (takeover, kick,
+/// slow consumer, shutdown) it says why on `close` and drops its end of `frames`.
+pub(crate) struct Membership {
+    pub(crate) member: MemberId,
+    pub(crate) link: u64,
+    pub(crate) room: Arc<dyn MemberChannel>,
+    pub(crate) frames: mpsc::Receiver<TextFrame>,
+    pub(crate) close: oneshot::Receiver<CloseFrame>,
+}
+
+/// The room went away (its task ended): the membership is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoomGone;
+
+/// What a joined member can do. Results and errors reach the member through its
+/// `frames`, in order with the room's events; only `leave` is awaited.
+pub(crate) trait MemberChannel: Send + Sync {
+    fn send(
+        &self,
+        member: MemberId,
+        text: Arc<str>,
+        reference: Option<Ref>,
+    ) -> BoxFuture<'_, Result<(), RoomGone>>;
+    fn rename(
+        &self,
+        member: MemberId,
+        name: Result<DisplayName, RenameError>,
+        reference: Option<Ref>,
+    ) -> BoxFuture<'_, Result<(), RoomGone>>;
+    /// Leaves at once; resolves once the leave took effect and `frames` has everything
+    /// the member is owed.
+    fn leave(&self, member: MemberId) -> BoxFuture<'_, Result<(), RoomGone>>;
+    /// The connection of `link` ended without `leave`: the member becomes away.
+    fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()>;
+}
+
+/// A room and how many members (present or away) it has.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomSummary {
+    /// The room's display name.
+    pub room: String,
+    /// Members, present or away.
+    pub members: usize,
+}
+
+/// A room and its members' display names in join order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomDetails {
+    /// The room's display name.
+    pub room: String,
+    /// Display names, present or away, in join order.
+    pub members: Vec<String>,
+}
+
+/// Where rooms live. The in-process implementation is [`crate::local::LocalBackplane`].
+pub(crate) trait Backplane: Send + Sync {
+    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinError>>;
+    fn rooms(&self) -> BoxFuture<'_, Vec<RoomSummary>>;
+    fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>>;
+    /// The display name of the member whose name collides with `name`, if any.
+    fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>>;
+    /// Posts a system message; the new event's id, or `None` if the room does not exist.
+    fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>>;
+    /// Removes a member: its connection closes with 4003. False if there was none.
+    fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool>;
+}

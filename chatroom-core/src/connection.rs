@@ -1,0 +1,563 @@
+//! The per-connection driver: serves one client from `join` to close over any
+//! [`Stream`] of [`Incoming`] frames and [`Sink`] of [`Outgoing`] frames.
+//!
+//! It implements the lifecycle of PROTOCOL.md that is not a room rule: the join
+//! timeout, frame decoding and `bad_frame`, `not_joined`/`already_joined`, the frame
+//! size limit (1009), the rate limit and flood close (1008), keepalive pings, the
+//! close a room asks for (slow consumer 1008, `resumed elsewhere` 4001, `removed`
+//! 4003) and shutdown (1001). A web adapter only converts its messages to these types.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::backplane::Membership;
+use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
+use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict};
+use crate::hub::Hub;
+use crate::limits::Limits;
+use crate::name::{DisplayName, RoomName};
+use crate::protocol::{ClientFrame, DecodeError, Ref, TextFrame, error_frame};
+use crate::room::check_message;
+
+/// A frame from the client, as the adapter hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text frame (the transport guarantees UTF-8).
+    Text(Bytes),
+    /// A binary frame: answered with `bad_frame`.
+    Binary,
+    /// A ping or pong: the peer is alive.
+    Pong,
+    /// The transport refused a frame over its size limit: closes with 1009.
+    TooLarge,
+}
+
+/// A frame for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(TextFrame),
+    /// A keepalive ping.
+    Ping,
+    /// Close the connection with this code and reason.
+    Close(CloseFrame),
+}
+
+/// A WebSocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The close code.
+    pub code: u16,
+    /// The reason, at most 123 bytes.
+    pub reason: String,
+}
+
+/// Close codes of PROTOCOL.md.
+pub mod close_code {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Join timeout, persistent flooding, or a slow consumer.
+    pub const POLICY: u16 = 1008;
+    /// A frame over the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// An internal fault.
+    pub const INTERNAL: u16 = 1011;
+    /// A newer connection took this membership over.
+    pub const RESUMED_ELSEWHERE: u16 = 4001;
+    /// The embedding application removed the member.
+    pub const REMOVED: u16 = 4003;
+}
+
+impl CloseFrame {
+    /// A close frame; the reason is cut to 123 bytes at a character boundary.
+    pub fn new(code: u16, reason: &str) -> CloseFrame {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        CloseFrame {
+            code,
+            reason: reason.get(..end).unwrap_or_default().to_owned(),
+        }
+    }
+
+    pub(crate) fn going_away() -> CloseFrame {
+        CloseFrame::new(close_code::GOING_AWAY, "server shutting down")
+    }
+
+    pub(crate) fn slow_consumer() -> CloseFrame {
+        CloseFrame::new(close_code::POLICY, "slow consumer")
+    }
+
+    pub(crate) fn resumed_elsewhere() -> CloseFrame {
+        CloseFrame::new(close_code::RESUMED_ELSEWHERE, "resumed elsewhere")
+    }
+
+    pub(crate) fn removed(reason: &str) -> CloseFrame {
+        if reason.is_empty() {
+            CloseFrame::new(close_code::REMOVED, "removed")
+        } else {
+            CloseFrame::new(close_code::REMOVED, &format!("removed: {reason}"))
+        }
+    }
+}
+
+/// How long the final close frame may take to write before the peer is dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most queued frames written before one flush.
+const BATCH: usize = 64;
+
+/// Why the connection ends.
+enum Ending {
+    /// The peer went away (stream ended, keepalive timed out): no close frame.
+    PeerGone,
+    /// Close with this frame.
+    Close(CloseFrame),
+    /// The room let go of the member while a write was blocked: drop outright.
+    Dropped,
+    /// The sink failed.
+    SinkBroken,
+}
+
+type Flow = Result<(), Ending>;
+
+struct Joined {
+    room: RoomName,
+    membership: Membership,
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(limits: &Limits, now: Instant) -> Bucket {
+        let burst = f64::from(limits.rate_burst);
+        Bucket {
+            tokens: burst,
+            burst,
+            rate: f64::from(limits.rate_per_sec),
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Driver<K> {
+    hub: Hub,
+    limits: Arc<Limits>,
+    context: ConnectionContext,
+    sink: K,
+    joined: Option<Joined>,
+    bucket: Bucket,
+    rejections: VecDeque<Instant>,
+    join_deadline: Instant,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+    span: tracing::Span,
+}
+
+enum Step {
+    Shutdown,
+    Queued(Option<TextFrame>),
+    Incoming(Option<Incoming>),
+    Timer,
+}
+
+/// Serves one connection until it ends. See the module docs.
+pub(crate) async fn drive<S, K>(hub: Hub, context: ConnectionContext, mut incoming: S, sink: K)
+where
+    S: Stream<Item = Incoming> + Unpin,
+    K: Sink<Outgoing> + Unpin,
+{
+    let limits = hub.limits_arc();
+    let now = Instant::now();
+    let span = tracing::debug_span!(
+        "connection",
+        peer = ?context.peer_addr,
+        room = tracing::field::Empty,
+        name = tracing::field::Empty
+    );
+    let mut d = Driver {
+        bucket: Bucket::new(&limits, now),
+        join_deadline: now + limits.join_timeout,
+        hub,
+        limits,
+        context,
+        sink,
+        joined: None,
+        rejections: VecDeque::new(),
+        last_heard: now,
+        ping_sent: None,
+        span,
+    };
+    let cancel = d.hub.cancel_token();
+    let timer = sleep_until(d.next_deadline());
+    tokio::pin!(timer);
+    let ending = loop {
+        let deadline = d.next_deadline();
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let step = {
+            let frames = d.joined.as_mut().map(|j| &mut j.membership.frames);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => Step::Shutdown,
+                f = async move { match frames { Some(rx) => rx.recv().await, None => std::future::pending().await } } => Step::Queued(f),
+                m = incoming.next() => Step::Incoming(m),
+                () = &mut timer => Step::Timer,
+            }
+        };
+        let flow = match step {
+            Step::Shutdown => Err(Ending::Close(CloseFrame::going_away())),
+            Step::Queued(Some(frame)) => d.write(Outgoing::Text(frame), true).await,
+            Step::Queued(None) => Err(d.released_by_room(&cancel)),
+            Step::Incoming(None) => Err(Ending::PeerGone),
+            Step::Incoming(Some(frame)) => d.on_incoming(frame).await,
+            Step::Timer => d.on_timer().await,
+        };
+        if let Err(ending) = flow {
+            break ending;
+        }
+    };
+    d.finish(ending).await;
+}
+
+impl<K: Sink<Outgoing> + Unpin> Driver<K> {
+    /// The next moment a timer matters: the join timeout, or the keepalive.
+    fn next_deadline(&self) -> Instant {
+        let far = self.last_heard + Duration::from_secs(24 * 3600);
+        let join = match self.joined {
+            None => self.join_deadline,
+            Some(_) => far,
+        };
+        let keepalive = match (self.limits.ping_interval, self.ping_sent) {
+            (None, _) => far,
+            (Some(_), Some(sent)) => sent + self.limits.ping_timeout,
+            (Some(every), None) => self.last_heard + every,
+        };
+        join.min(keepalive)
+    }
+
+    async fn on_timer(&mut self) -> Flow {
+        let now = Instant::now();
+        if self.joined.is_none() && now >= self.join_deadline {
+            return Err(Ending::Close(CloseFrame::new(
+                crate::connection::close_code::POLICY,
+                "join timeout",
+            )));
+        }
+        match (self.limits.ping_interval, self.ping_sent) {
+            (Some(_), Some(sent)) if now >= sent + self.limits.ping_timeout => {
+                tracing::debug!(parent: &self.span, "keepalive timed out");
+                Err(Ending::PeerGone)
+            }
+            (Some(every), None) if now >= self.last_heard + every => {
+                self.ping_sent = Some(now);
+                self.write(Outgoing::Ping, false).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_incoming(&mut self, frame: Incoming) -> Flow {
+        let now = Instant::now();
+        self.last_heard = now;
+        self.ping_sent = None;
+        let bytes = match frame {
+            Incoming::Pong => return Ok(()),
+            Incoming::TooLarge => return Err(too_large()),
+            Incoming::Text(bytes) if bytes.len() > self.limits.max_frame_bytes => {
+                return Err(too_large());
+            }
+            Incoming::Text(bytes) => Some(bytes),
+            Incoming::Binary => None,
+        };
+        if !self.bucket.take(now) {
+            return self.rate_limited(now).await;
+        }
+        let Some(bytes) = bytes else {
+            let err = FrameError::BadFrame("binary frames are not accepted".into());
+            return self.reply_error(&err, None).await;
+        };
+        match ClientFrame::decode(&bytes) {
+            Ok(frame) => self.dispatch(frame).await,
+            Err(DecodeError { error, reference }) => self.reply_error(&error, reference).await,
+        }
+    }
+
+    /// Answers `rate_limited`; the last straw of a flood closes with 1008.
+    async fn rate_limited(&mut self, now: Instant) -> Flow {
+        let window = self.limits.flood_window;
+        while self
+            .rejections
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            self.rejections.pop_front();
+        }
+        self.rejections.push_back(now);
+        self.reply_error(&FrameError::RateLimited, None).await?;
+        if self.rejections.len() >= self.limits.flood_rejections as usize {
+            tracing::debug!(parent: &self.span, "closing a flooding connection");
+            return Err(Ending::Close(CloseFrame::new(
+                close_code::POLICY,
+                "flooding",
+            )));
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) -> Flow {
+        match frame {
+            ClientFrame::Join {
+                room,
+                name,
+                resume,
+                since,
+                reference,
+            } => self.join(room, name, resume, since, reference).await,
+            ClientFrame::Send { text, reference } => self.send(text, reference).await,
+            ClientFrame::Rename { name, reference } => self.rename(name, reference).await,
+            ClientFrame::Leave { reference } => self.leave(reference).await,
+        }
+    }
+
+    async fn join(
+        &mut self,
+        room: String,
+        name: String,
+        resume: Option<String>,
+        since: Option<u64>,
+        reference: Option<Ref>,
+    ) -> Flow {
+        if self.joined.is_some() {
+            return self
+                .reply_error(&crate::error::JoinError::AlreadyJoined, reference)
+                .await;
+        }
+        // Each attempt gives the client another full join timeout.
+        self.join_deadline = Instant::now() + self.limits.join_timeout;
+        let request = crate::hub::JoinFrame {
+            room: &room,
+            name: &name,
+            resume: resume.as_deref(),
+            since,
+            reference: reference.clone(),
+        };
+        match self.hub.join(&self.context, request).await {
+            Ok((room, membership)) => {
+                self.span.record("room", room.as_str());
+                self.span.record("name", name.as_str());
+                tracing::debug!(parent: &self.span, "joined");
+                self.joined = Some(Joined { room, membership });
+                Ok(())
+            }
+            Err(e) => self.reply_error(&e, reference).await,
+        }
+    }
+
+    async fn send(&mut self, text: String, reference: Option<Ref>) -> Flow {
+        let Some(joined) = &self.joined else {
+            return self.reply_error(&SendError::NotJoined, reference).await;
+        };
+        if let Err(e) = check_message(&text, self.limits.max_message_chars) {
+            return self.reply_error(&e, reference).await;
+        }
+        let attempt = MessageAttempt {
+            room: &joined.room,
+            text: &text,
+            context: &self.context,
+        };
+        let text: Arc<str> = match self.hub.hooks().filter_message(attempt).await {
+            Filter::Allow => text.into(),
+            Filter::Replace(replacement) => replacement.into(),
+            Filter::Deny(why) => {
+                return self.reply_error(&SendError::Forbidden(why), reference).await;
+            }
+        };
+        let m = &joined.membership;
+        match m.room.send(m.member, text, reference).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.room_gone()),
+        }
+    }
+
+    async fn rename(&mut self, name: String, reference: Option<Ref>) -> Flow {
+        let Some(joined) = &self.joined else {
+            return self.reply_error(&RenameError::NotJoined, reference).await;
+        };
+        let mut parsed = DisplayName::parse_max(&name, self.limits.max_name_chars)
+            .map_err(RenameError::InvalidName);
+        if let Ok(new) = &parsed {
+            let attempt = RenameAttempt {
+                room: &joined.room,
+                name: new,
+                context: &self.context,
+            };
+            if let Verdict::Deny(why) = self.hub.hooks().authorize_rename(attempt).await {
+                parsed = Err(RenameError::Forbidden(why));
+            }
+        }
+        // Errors go through the room too, so they arrive in order with the events.
+        let m = &joined.membership;
+        match m.room.rename(m.member, parsed, reference).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.room_gone()),
+        }
+    }
+
+    async fn leave(&mut self, reference: Option<Ref>) -> Flow {
+        let Some(Joined { mut membership, .. }) = self.joined.take() else {
+            return self.reply_error(&FrameError::NotJoined, reference).await;
+        };
+        self.join_deadline = Instant::now() + self.limits.join_timeout;
+        if membership.room.leave(membership.member).await.is_err() {
+            return Err(self.room_gone());
+        }
+        // Everything the room queued before the leave took effect is still owed.
+        while let Ok(frame) = membership.frames.try_recv() {
+            self.write(Outgoing::Text(frame), false).await?;
+        }
+        tracing::debug!(parent: &self.span, "left");
+        Ok(())
+    }
+
+    /// The room ended the membership: close as it asked.
+    fn released_by_room(&mut self, cancel: &tokio_util::sync::CancellationToken) -> Ending {
+        match self.joined.take().map(|mut j| j.membership.close.try_recv()) {
+            Some(Ok(frame)) => Ending::Close(frame),
+            _ if cancel.is_cancelled() => Ending::Close(CloseFrame::going_away()),
+            _ => {
+                tracing::error!(parent: &self.span, "room ended a membership without a reason");
+                Ending::Close(CloseFrame::new(close_code::INTERNAL, "internal error"))
+            }
+        }
+    }
+
+    fn room_gone(&mut self) -> Ending {
+        if self.hub.cancel_token().is_cancelled() {
+            Ending::Close(CloseFrame::going_away())
+        } else {
+            tracing::error!(parent: &self.span, "room task ended under a live member");
+            Ending::Close(CloseFrame::new(close_code::INTERNAL, "internal error"))
+        }
+    }
+
+    async fn reply_error(&mut self, err: &dyn HasErrorCode, reference: Option<Ref>) -> Flow {
+        self.write(Outgoing::Text(error_frame(err, reference)), false)
+            .await
+    }
+
+    /// Writes `first` (and with `drain`, what else is queued), then flushes. If the write
+    /// blocks and meanwhile the room lets go of the member (slow consumer) or the hub
+    /// shuts down, the peer is dropped outright.
+    async fn write(&mut self, first: Outgoing, drain: bool) -> Flow {
+        let cancel = self.hub.cancel_token();
+        let sink = &mut self.sink;
+        let (frames, close) = match &mut self.joined {
+            Some(j) => (Some(&mut j.membership.frames), Some(&mut j.membership.close)),
+            None => (None, None),
+        };
+        let write = async move {
+            sink.feed(first).await?;
+            if let (true, Some(rx)) = (drain, frames) {
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(frame) => sink.feed(Outgoing::Text(frame)).await?,
+                        Err(_) => break,
+                    }
+                }
+            }
+            sink.flush().await
+        };
+        let released = async move {
+            match close {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = write => r.map_err(|_| Ending::SinkBroken),
+            () = released => Err(Ending::Dropped),
+            () = cancel.cancelled() => Err(Ending::Dropped),
+        }
+    }
+
+    async fn finish(mut self, ending: Ending) {
+        let dropped = matches!(ending, Ending::Dropped);
+        if dropped {
+            // The room already let go of the member.
+            self.joined = None;
+        }
+        if let Some(j) = self.joined.take() {
+            let m = j.membership;
+            m.room.disconnect(m.member, m.link).await;
+        }
+        if let Ending::Close(frame) = ending {
+            tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
+            let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.send(Outgoing::Close(frame))).await;
+        }
+        if !dropped {
+            let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.close()).await;
+        }
+    }
+}
+
+fn too_large() -> Ending {
+    Ending::Close(CloseFrame::new(close_code::TOO_BIG, "frame too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(100);
+        let f = CloseFrame::new(4003, &long);
+        assert!(f.reason.len() <= 123);
+        assert_eq!(f.reason.len() % 2, 0);
+        assert_eq!(CloseFrame::removed("").reason, "removed");
+        assert_eq!(CloseFrame::removed("spam").reason, "removed: spam");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_refills_at_its_rate() {
+        let limits = Limits {
+            rate_burst: 2,
+            rate_per_sec: 10,
+            ..Limits::default()
+        };
+        let start = Instant::now();
+        let mut b = Bucket::new(&limits, start);
+        assert!(b.take(start) && b.take(start));
+        assert!(!b.take(start));
+        assert!(b.take(start + Duration::from_millis(100)));
+        assert!(!b.take(start + Duration::from_millis(150)));
+    }
+}

@@ -1,0 +1,162 @@
+//! Hooks through which the host application takes part: join and rename policy, a
+//! message filter, and an observer of every event.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use futures_util::future::BoxFuture;
+
+use crate::name::{DisplayName, RoomName};
+use crate::protocol::Event;
+
+/// What the adapter knows about a connection, filled from the HTTP request.
+///
+/// Host applications put their own identity here (an adapter copies it from a request
+/// extension set by the app's auth middleware) and read it back in [`Hooks`].
+#[derive(Default)]
+pub struct ConnectionContext {
+    /// The peer's socket address, when the transport knows it.
+    pub peer_addr: Option<SocketAddr>,
+    extensions: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl ConnectionContext {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores a value of type `T`, replacing any earlier one; returns `self` for chaining.
+    pub fn with<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.insert(value);
+        self
+    }
+
+    /// Stores a value of type `T`, replacing any earlier one.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.extensions.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// The value of type `T`, if one was stored.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
+    }
+}
+
+impl std::fmt::Debug for ConnectionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionContext")
+            .field("peer_addr", &self.peer_addr)
+            .field("extensions", &self.extensions.len())
+            .finish()
+    }
+}
+
+/// A policy decision. `Deny` becomes the `forbidden` error, with its text as the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go ahead.
+    Allow,
+    /// Refuse, with a message for the client.
+    Deny(String),
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Deliver it as sent.
+    Allow,
+    /// Deliver this text instead.
+    Replace(String),
+    /// Refuse it with `forbidden` and this message.
+    Deny(String),
+}
+
+/// A join the application may refuse.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinAttempt<'a> {
+    /// The room asked for.
+    pub room: &'a RoomName,
+    /// The name asked for.
+    pub name: &'a DisplayName,
+    /// The connection's context.
+    pub context: &'a ConnectionContext,
+}
+
+/// A rename the application may refuse.
+#[derive(Debug, Clone, Copy)]
+pub struct RenameAttempt<'a> {
+    /// The member's room.
+    pub room: &'a RoomName,
+    /// The new name.
+    pub name: &'a DisplayName,
+    /// The connection's context.
+    pub context: &'a ConnectionContext,
+}
+
+/// A message the application may filter.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageAttempt<'a> {
+    /// The member's room.
+    pub room: &'a RoomName,
+    /// The text, already checked for emptiness and length.
+    pub text: &'a str,
+    /// The connection's context.
+    pub context: &'a ConnectionContext,
+}
+
+/// The host application's hooks. Every method has an allow-everything default.
+///
+/// Methods return boxed futures so that the hub can hold any implementation as
+/// `Arc<dyn Hooks>`; write `Box::pin(async move { ... })`.
+pub trait Hooks: Send + Sync + 'static {
+    /// May this connection join `room` as `name`? `Deny` answers `forbidden`.
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        let _ = attempt;
+        Box::pin(std::future::ready(Verdict::Allow))
+    }
+
+    /// May this member take the new name? `Deny` answers `forbidden`.
+    fn authorize_rename<'a>(&'a self, attempt: RenameAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        let _ = attempt;
+        Box::pin(std::future::ready(Verdict::Allow))
+    }
+
+    /// Allow, replace or refuse a message before it becomes an event.
+    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
+        let _ = attempt;
+        Box::pin(std::future::ready(Filter::Allow))
+    }
+
+    /// Observes every event of every room, in order, after it is delivered. The room
+    /// waits for the returned future, so keep it short (hand heavy work to a task).
+    fn on_event<'a>(&'a self, room: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
+        let _ = (room, event);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// The default hooks: allow everything, observe nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Hooks for AllowAll {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct UserId(u32);
+
+    #[test]
+    fn context_holds_typed_values() {
+        let ctx = ConnectionContext::new().with(UserId(7)).with("tenant-a");
+        assert_eq!(ctx.get::<UserId>(), Some(&UserId(7)));
+        assert_eq!(ctx.get::<&str>(), Some(&"tenant-a"));
+        assert_eq!(ctx.get::<u8>(), None);
+    }
+}

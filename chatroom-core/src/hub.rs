@@ -1,0 +1,310 @@
+//! [`Hub`]: the one way in. A cheap-to-clone handle to every room of a server.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::{Sink, Stream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backplane::{Backplane, Entry, JoinRequest, Membership, RoomDetails, RoomSummary};
+use crate::connection::{Incoming, Outgoing, drive};
+use crate::error::{JoinError, SendError};
+use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict};
+use crate::limits::Limits;
+use crate::local::LocalBackplane;
+use crate::name::{DisplayName, NameError, RoomName};
+use crate::protocol::Ref;
+use crate::room::check_message;
+use crate::token::ResumeToken;
+
+/// A handle to a set of rooms: serve connections, inspect rooms, post, kick, shut down.
+///
+/// Cloning is cheap and every clone is the same hub. Rooms are created on first join
+/// and freed once no member, present or away, is left. Room tasks are spawned on the
+/// current tokio runtime at first join, so `Hub::new` itself needs no runtime.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: Arc<Limits>,
+    hooks: Arc<dyn Hooks>,
+    backplane: Box<dyn Backplane>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("limits", &self.inner.limits)
+            .field("shutting_down", &self.inner.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+/// Builds a [`Hub`] with custom limits and hooks.
+#[derive(Default)]
+pub struct HubBuilder {
+    limits: Limits,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+impl HubBuilder {
+    /// Uses these limits instead of the defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Uses these hooks instead of [`AllowAll`].
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// Builds the hub.
+    pub fn build(self) -> Hub {
+        let limits = Arc::new(self.limits);
+        let hooks = self.hooks.unwrap_or_else(|| Arc::new(AllowAll));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let backplane = Box::new(LocalBackplane::new(
+            limits.clone(),
+            hooks.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        Hub {
+            inner: Arc::new(Inner {
+                limits,
+                hooks,
+                backplane,
+                cancel,
+                tracker,
+            }),
+        }
+    }
+}
+
+/// Whether a name could join a room now (the `join` itself stays authoritative).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameCheck {
+    /// Nobody in the room holds a colliding name.
+    Available,
+    /// A member, present or away, holds a colliding name.
+    Taken {
+        /// The holder's display name.
+        holder: String,
+    },
+    /// The name is not valid.
+    InvalidName(NameError),
+    /// The room name is not valid.
+    InvalidRoom(NameError),
+}
+
+/// Why [`Hub::post`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// The room name is not valid.
+    #[error("that room name is not valid: {0}")]
+    InvalidRoom(NameError),
+    /// No such room (rooms exist only while they have members).
+    #[error("no such room")]
+    NoSuchRoom,
+    /// The text is empty or too long.
+    #[error(transparent)]
+    InvalidText(SendError),
+}
+
+/// A `join` frame's fields, as the connection driver hands them to the hub.
+pub(crate) struct JoinFrame<'a> {
+    pub(crate) room: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) resume: Option<&'a str>,
+    pub(crate) since: Option<u64>,
+    pub(crate) reference: Option<Ref>,
+}
+
+impl Hub {
+    /// A hub with default [`Limits`] and hooks that allow everything.
+    pub fn new() -> Hub {
+        Hub::builder().build()
+    }
+
+    /// A builder for limits and hooks.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// The limits this hub enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn limits_arc(&self) -> Arc<Limits> {
+        self.inner.limits.clone()
+    }
+
+    pub(crate) fn hooks(&self) -> &dyn Hooks {
+        &*self.inner.hooks
+    }
+
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    /// Serves one client connection until it ends: the whole lifecycle of PROTOCOL.md.
+    ///
+    /// `incoming` yields the client's frames and ends when the connection is lost;
+    /// `outgoing` takes the server's frames. A web adapter converts its WebSocket
+    /// messages to [`Incoming`]/[`Outgoing`] and awaits this (usually in a spawned task).
+    pub fn serve<S, K>(
+        &self,
+        context: ConnectionContext,
+        incoming: S,
+        outgoing: K,
+    ) -> impl Future<Output = ()> + use<S, K>
+    where
+        S: Stream<Item = Incoming> + Unpin,
+        K: Sink<Outgoing> + Unpin,
+    {
+        self.inner
+            .tracker
+            .track_future(drive(self.clone(), context, incoming, outgoing))
+    }
+
+    /// Validates a join, asks the policy hook, and joins through the backplane.
+    pub(crate) async fn join(
+        &self,
+        context: &ConnectionContext,
+        frame: JoinFrame<'_>,
+    ) -> Result<(RoomName, Membership), JoinError> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(JoinError::Unavailable);
+        }
+        let limits = &self.inner.limits;
+        let room =
+            RoomName::parse_max(frame.room, limits.max_room_chars).map_err(JoinError::InvalidRoom)?;
+        let entry = match frame.resume {
+            Some(token) => Entry::Resume {
+                token: ResumeToken::parse(token).ok_or(JoinError::ResumeFailed)?,
+                since: frame.since,
+            },
+            None => {
+                let name = DisplayName::parse_max(frame.name, limits.max_name_chars)
+                    .map_err(JoinError::InvalidName)?;
+                let attempt = JoinAttempt {
+                    room: &room,
+                    name: &name,
+                    context,
+                };
+                if let Verdict::Deny(why) = self.inner.hooks.authorize_join(attempt).await {
+                    return Err(JoinError::Forbidden(why));
+                }
+                let token = ResumeToken::generate().map_err(|e| {
+                    tracing::error!(error = %e, "the operating system's random source failed");
+                    JoinError::Unavailable
+                })?;
+                Entry::Fresh { name, token }
+            }
+        };
+        let membership = self
+            .inner
+            .backplane
+            .join(JoinRequest {
+                room: room.clone(),
+                entry,
+                reference: frame.reference,
+            })
+            .await?;
+        Ok((room, membership))
+    }
+
+    /// Rooms that have members, with their member counts (present or away), largest first.
+    pub async fn rooms(&self) -> Vec<RoomSummary> {
+        self.inner.backplane.rooms().await
+    }
+
+    /// A room's display name and members in join order; `None` if it does not exist
+    /// or the name is not a valid room name.
+    pub async fn room(&self, room: &str) -> Option<RoomDetails> {
+        let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
+        self.inner.backplane.room(room.key().clone()).await
+    }
+
+    /// Whether `name` could join `room` now. For early warnings in a page; the `join`
+    /// itself is authoritative.
+    pub async fn check_name(&self, room: &str, name: &str) -> NameCheck {
+        let limits = &self.inner.limits;
+        let room = match RoomName::parse_max(room, limits.max_room_chars) {
+            Ok(r) => r,
+            Err(e) => return NameCheck::InvalidRoom(e),
+        };
+        let name = match DisplayName::parse_max(name, limits.max_name_chars) {
+            Ok(n) => n,
+            Err(e) => return NameCheck::InvalidName(e),
+        };
+        match self
+            .inner
+            .backplane
+            .holder(room.key().clone(), name.key().clone())
+            .await
+        {
+            Some(holder) => NameCheck::Taken { holder },
+            None => NameCheck::Available,
+        }
+    }
+
+    /// Posts a message from the host application (`"system": true`, `from` as given) to
+    /// an existing room. Returns the new event's id.
+    pub async fn post(&self, room: &str, from: &str, text: &str) -> Result<u64, PostError> {
+        let limits = &self.inner.limits;
+        let room =
+            RoomName::parse_max(room, limits.max_room_chars).map_err(PostError::InvalidRoom)?;
+        check_message(text, limits.max_message_chars).map_err(PostError::InvalidText)?;
+        self.inner
+            .backplane
+            .post(room.key().clone(), from.into(), text.into())
+            .await
+            .ok_or(PostError::NoSuchRoom)
+    }
+
+    /// Removes the member called `name` (by collision key) from `room`: its connection
+    /// closes with 4003 and `reason`, the others get `left`. False if there was none.
+    pub async fn kick(&self, room: &str, name: &str, reason: &str) -> bool {
+        let limits = &self.inner.limits;
+        let (Ok(room), Ok(name)) = (
+            RoomName::parse_max(room, limits.max_room_chars),
+            DisplayName::parse_max(name, limits.max_name_chars),
+        ) else {
+            return false;
+        };
+        self.inner
+            .backplane
+            .kick(room.key().clone(), name.key().clone(), reason.to_owned())
+            .await
+    }
+
+    /// Shuts down gracefully: refuses new joins, closes every connection with 1001, and
+    /// completes once every connection and room task has ended.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + use<> {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        let tracker = self.inner.tracker.clone();
+        async move { tracker.wait().await }
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+}

@@ -1,0 +1,80 @@
+//! Transport-agnostic chat rooms: the rules, the actors and the wire protocol.
+//!
+//! # Architecture
+//!
+//! - [`name`]: display and room names, validated once, with a collision key (caseless,
+//!   NFKC, UTS #39 skeleton) that decides which names are "the same".
+//! - [`room::Room`]: the rules of one room as a plain state machine (no tokio, no clock,
+//!   no randomness): members in join order, present or away, gapless event ids,
+//!   history, renames, resume by `since`, the grace period.
+//! - [`Hub`]: the cheap-to-clone handle, the only way in. Behind it each room is a tokio
+//!   task that owns its `Room`, receives commands on a bounded channel, encodes every
+//!   event once and queues the same bytes to each member without waiting for any.
+//! - [`Hub::serve`]: the per-connection driver over any `Stream`/`Sink` of frames; web
+//!   adapters (axum, actix-web) only convert their WebSocket messages.
+//! - [`protocol`]: the JSON frames of PROTOCOL.md; [`error`]: one error enum per
+//!   operation and the one mapping to protocol codes; [`Limits`]: every limit.
+//! - [`Hooks`]: the host application's join/rename policy, message filter and event
+//!   observer. An internal backplane trait is the seam for a future cluster.
+//!
+//! # Testing room logic without a network
+//!
+//! ```
+//! use chatroom_core::{Hub, Limits};
+//! use chatroom_core::protocol::{Event, Reply, ServerFrame};
+//! use chatroom_core::testing::TestClient;
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::builder().limits(Limits::default()).build();
+//! let mut alice = TestClient::connect(&hub);
+//! let mut bob = TestClient::connect(&hub);
+//!
+//! let welcome = alice.join("General", "Alice").await?;
+//! assert_eq!(welcome.members, ["Alice"]);
+//!
+//! // Names collide regardless of case, width or look-alike letters.
+//! bob.send_json(&json!({"type": "join", "room": "general", "name": "ＡＬＩＣＥ"})).await;
+//! let ServerFrame::Reply(Reply::Error { code, .. }) = bob.recv().await? else { panic!() };
+//! assert_eq!(code.as_str(), "name_taken");
+//!
+//! bob.join("general", "Bob").await?;
+//! let Event::Joined(joined) = alice.event().await? else { panic!() };
+//! assert_eq!(&*joined.name, "Bob");
+//!
+//! bob.send_json(&json!({"type": "send", "text": "hi Alice"})).await;
+//! let Event::Message(m) = alice.event().await? else { panic!() };
+//! assert_eq!((&*m.from, &*m.text), ("Bob", "hi Alice"));
+//!
+//! hub.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod backplane;
+mod connection;
+pub mod error;
+mod hooks;
+mod hub;
+mod limits;
+mod local;
+pub mod name;
+pub mod protocol;
+pub mod room;
+pub mod testing;
+mod token;
+
+pub use backplane::{RoomDetails, RoomSummary};
+pub use connection::{CloseFrame, Incoming, Outgoing, close_code};
+pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
+pub use hooks::{
+    AllowAll, ConnectionContext, Filter, Hooks, JoinAttempt, MessageAttempt, RenameAttempt,
+    Verdict,
+};
+pub use hub::{Hub, HubBuilder, NameCheck, PostError};
+pub use limits::Limits;
+pub use name::{DisplayName, NameError, NameKey, RoomName};
+pub use token::ResumeToken;

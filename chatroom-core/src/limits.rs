@@ -1,0 +1,68 @@
+//! Every limit and duration of the protocol, in one struct with documented defaults.
+
+use std::time::Duration;
+
+/// The limits and durations a [`Hub`](crate::Hub) enforces.
+///
+/// Every field is public and has the default that PROTOCOL.md names; build one with
+/// struct-update syntax: `Limits { resume_grace: Duration::from_secs(60), ..Limits::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a new connection may stay without sending a `join` (default 10 s).
+    /// The wait starts again after each join attempt and after a `leave`. Closes with 1008.
+    pub join_timeout: Duration,
+    /// How long an away member keeps its name and place before it is `left` (default 15 s).
+    pub resume_grace: Duration,
+    /// How many of the most recent events a room retains for `welcome.history` (default 100).
+    pub history: usize,
+    /// Longest display name, in Unicode scalar values (default 32).
+    pub max_name_chars: usize,
+    /// Longest room name, in Unicode scalar values (default 64).
+    pub max_room_chars: usize,
+    /// Longest message text, in Unicode scalar values after NFC (default 4000).
+    pub max_message_chars: usize,
+    /// Most members, present or away, in one room (default 10,000). More gives `room_full`.
+    pub max_members: usize,
+    /// Largest client frame in bytes (default 16 KiB). Larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Token bucket size for client frames (default 20).
+    pub rate_burst: u32,
+    /// Tokens refilled per second (default 10).
+    pub rate_per_sec: u32,
+    /// Rejected frames within [`flood_window`](Self::flood_window) that close the connection
+    /// with 1008 (default 50).
+    pub flood_rejections: u32,
+    /// The window over which rejected frames are counted (default 10 s).
+    pub flood_window: Duration,
+    /// Frames a member may have queued before it is a slow consumer (default 256).
+    pub outgoing_queue: usize,
+    /// Interval between keepalive pings (default 20 s); `None` disables them.
+    pub ping_interval: Option<Duration>,
+    /// How long a peer may stay silent after a ping before it is dropped (default 20 s).
+    pub ping_timeout: Duration,
+    /// Commands a room's actor may have queued before senders wait (default 1024).
+    pub room_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            join_timeout: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(15),
+            history: 100,
+            max_name_chars: crate::name::DEFAULT_MAX_NAME_CHARS,
+            max_room_chars: crate::name::DEFAULT_MAX_ROOM_CHARS,
+            max_message_chars: 4000,
+            max_members: 10_000,
+            max_frame_bytes: 16 * 1024,
+            rate_burst: 20,
+            rate_per_sec: 10,
+            flood_rejections: 50,
+            flood_window: Duration::from_secs(10),
+            outgoing_queue: 256,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(20),
+            room_queue: 1024,
+        }
+    }
+}

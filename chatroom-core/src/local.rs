@@ -1,0 +1,664 @@
+//! The in-process backplane: a registry of rooms, each a tokio task that owns one
+//! [`Room`] and performs its effects (fan-out, timers, hooks).
+//!
+//! The registry lock is taken only to find or create a room and to free it; messages
+//! go from a connection straight to its room's task. An event is encoded once and the
+//! same bytes are queued to every member. A member whose queue is full is a slow
+//! consumer: it is unlinked (its connection closes with 1008) and becomes away; the
+//! room never waits for it.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backplane::{
+    Backplane, Entry, JoinRequest, MemberChannel, Membership, RoomDetails, RoomGone, RoomSummary,
+};
+use crate::connection::CloseFrame;
+use crate::error::{JoinError, RenameError};
+use crate::hooks::Hooks;
+use crate::limits::Limits;
+use crate::name::{DisplayName, NameKey, RoomName};
+use crate::protocol::{Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
+use crate::room::{MemberId, Now, Recorded, Room};
+
+/// What the hub and the room tasks share.
+struct Shared {
+    rooms: Mutex<HashMap<NameKey, RoomEntry>>,
+    limits: Arc<Limits>,
+    hooks: Arc<dyn Hooks>,
+    ids: AtomicU64,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<NameKey, RoomEntry>> {
+        // The map stays consistent even if a holder panicked: every edit is one call.
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handle(&self, key: &NameKey) -> Option<RoomHandle> {
+        self.registry().get(key).map(|e| e.handle.clone())
+    }
+}
+
+struct RoomEntry {
+    handle: RoomHandle,
+    generation: u64,
+    display: Arc<str>,
+    members: Arc<AtomicUsize>,
+}
+
+/// The sending side of a room task's command queue.
+#[derive(Clone)]
+struct RoomHandle(mpsc::Sender<Command>);
+
+impl RoomHandle {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The in-process [`Backplane`].
+pub(crate) struct LocalBackplane {
+    shared: Arc<Shared>,
+}
+
+impl LocalBackplane {
+    pub(crate) fn new(
+        limits: Arc<Limits>,
+        hooks: Arc<dyn Hooks>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        LocalBackplane {
+            shared: Arc::new(Shared {
+                rooms: Mutex::new(HashMap::new()),
+                limits,
+                hooks,
+                ids: AtomicU64::new(1),
+                cancel,
+                tracker,
+            }),
+        }
+    }
+
+    /// The room's handle, creating the room (and its task) for a fresh join.
+    fn find_or_create(&self, room: &RoomName, create: bool) -> Option<(RoomHandle, u64)> {
+        let shared = &self.shared;
+        let mut rooms = shared.registry();
+        match rooms.entry(room.key().clone()) {
+            MapEntry::Occupied(e) => Some((e.get().handle.clone(), e.get().generation)),
+            MapEntry::Vacant(_) if !create => None,
+            MapEntry::Vacant(v) => {
+                let (tx, rx) = mpsc::channel(shared.limits.room_queue.max(1));
+                let generation = shared.next_id();
+                let members = Arc::new(AtomicUsize::new(0));
+                let handle = RoomHandle(tx);
+                v.insert(RoomEntry {
+                    handle: handle.clone(),
+                    generation,
+                    display: room.to_shared(),
+                    members: members.clone(),
+                });
+                let actor = RoomActor {
+                    room: Room::new(room.clone(), &shared.limits),
+                    links: Vec::new(),
+                    shared: shared.clone(),
+                    handle: handle.clone(),
+                    generation,
+                    members,
+                    rx,
+                };
+                let task = shared.tracker.track_future(actor.run());
+                tokio::spawn(task);
+                Some((handle, generation))
+            }
+        }
+    }
+
+    fn forget(&self, room: &NameKey, generation: u64) {
+        let mut rooms = self.shared.registry();
+        if rooms.get(room).is_some_and(|e| e.generation == generation) {
+            rooms.remove(room);
+        }
+    }
+}
+
+/// A join's answer from the room task.
+enum JoinReply {
+    Accepted(Membership),
+    Refused(JoinError),
+    /// The room was being freed; find or create it again.
+    Retry(Entry),
+}
+
+impl Backplane for LocalBackplane {
+    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinError>> {
+        Box::pin(async move {
+            let JoinRequest {
+                room,
+                entry,
+                reference,
+            } = request;
+            let fresh = matches!(entry, Entry::Fresh { .. });
+            let mut entry = entry;
+            // A room that empties while we reach it is freed; find or create it again.
+            for _ in 0..8 {
+                if self.shared.cancel.is_cancelled() {
+                    return Err(JoinError::Unavailable);
+                }
+                // A resume never creates a room: a freed room's tokens are void.
+                let Some((handle, generation)) = self.find_or_create(&room, fresh) else {
+                    return Err(JoinError::ResumeFailed);
+                };
+                let (reply, answer) = oneshot::channel();
+                let command = Command::Join {
+                    entry,
+                    reference: reference.clone(),
+                    reply,
+                };
+                entry = match handle.0.send(command).await {
+                    Ok(()) => match answer.await {
+                        Ok(JoinReply::Accepted(m)) => return Ok(m),
+                        Ok(JoinReply::Refused(err)) => return Err(err),
+                        Ok(JoinReply::Retry(e)) => e,
+                        Err(_) => return Err(JoinError::Unavailable),
+                    },
+                    Err(mpsc::error::SendError(Command::Join { entry, .. })) => entry,
+                    Err(_) => return Err(JoinError::Unavailable),
+                };
+                self.forget(room.key(), generation);
+            }
+            Err(JoinError::Unavailable)
+        })
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Vec<RoomSummary>> {
+        let mut list: Vec<RoomSummary> = self
+            .shared
+            .registry()
+            .values()
+            .map(|e| RoomSummary {
+                room: e.display.to_string(),
+                members: e.members.load(Ordering::Relaxed),
+            })
+            .filter(|r| r.members > 0)
+            .collect();
+        list.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        Box::pin(std::future::ready(list))
+    }
+
+    fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move { handle?.call(|reply| Command::Details { reply }).await? })
+    }
+
+    fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move { handle?.call(|reply| Command::Holder { name, reply }).await? })
+    }
+
+    fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            handle?
+                .call(|reply| Command::Post { from, text, reply })
+                .await?
+        })
+    }
+
+    fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            match handle {
+                Some(h) => h
+                    .call(|reply| Command::Kick { name, reason, reply })
+                    .await
+                    .unwrap_or(false),
+                None => false,
+            }
+        })
+    }
+}
+
+impl MemberChannel for RoomHandle {
+    fn send(
+        &self,
+        member: MemberId,
+        text: Arc<str>,
+        reference: Option<Ref>,
+    ) -> BoxFuture<'_, Result<(), RoomGone>> {
+        Box::pin(async move {
+            self.0
+                .send(Command::Send {
+                    member,
+                    text,
+                    reference,
+                })
+                .await
+                .map_err(|_| RoomGone)
+        })
+    }
+
+    fn rename(
+        &self,
+        member: MemberId,
+        name: Result<DisplayName, RenameError>,
+        reference: Option<Ref>,
+    ) -> BoxFuture<'_, Result<(), RoomGone>> {
+        Box::pin(async move {
+            self.0
+                .send(Command::Rename {
+                    member,
+                    name,
+                    reference,
+                })
+                .await
+                .map_err(|_| RoomGone)
+        })
+    }
+
+    fn leave(&self, member: MemberId) -> BoxFuture<'_, Result<(), RoomGone>> {
+        Box::pin(async move {
+            self.call(|reply| Command::Leave { member, reply })
+                .await
+                .ok_or(RoomGone)
+        })
+    }
+
+    fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // If the room is gone, so is the membership: nothing to do.
+            let _ = self.0.send(Command::Disconnect { member, link }).await;
+        })
+    }
+}
+
+enum Command {
+    Join {
+        entry: Entry,
+        reference: Option<Ref>,
+        reply: oneshot::Sender<JoinReply>,
+    },
+    Send {
+        member: MemberId,
+        text: Arc<str>,
+        reference: Option<Ref>,
+    },
+    Rename {
+        member: MemberId,
+        /// A name the connection could not parse is still sent here, so that its error
+        /// is answered in order with the member's other frames.
+        name: Result<DisplayName, RenameError>,
+        reference: Option<Ref>,
+    },
+    Leave {
+        member: MemberId,
+        reply: oneshot::Sender<()>,
+    },
+    Disconnect {
+        member: MemberId,
+        link: u64,
+    },
+    Details {
+        reply: oneshot::Sender<Option<RoomDetails>>,
+    },
+    Holder {
+        name: NameKey,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    Post {
+        from: Arc<str>,
+        text: Arc<str>,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    Kick {
+        name: NameKey,
+        reason: String,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The room task's end of a present member's connection.
+struct Link {
+    member: MemberId,
+    id: u64,
+    frames: mpsc::Sender<TextFrame>,
+    close: oneshot::Sender<CloseFrame>,
+}
+
+struct RoomActor {
+    room: Room,
+    /// Present members' links, in no particular order.
+    links: Vec<Link>,
+    shared: Arc<Shared>,
+    handle: RoomHandle,
+    generation: u64,
+    members: Arc<AtomicUsize>,
+    rx: mpsc::Receiver<Command>,
+}
+
+fn now() -> Now {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Now {
+        ts,
+        instant: Instant::now().into_std(),
+    }
+}
+
+impl RoomActor {
+    async fn run(mut self) {
+        let span = tracing::debug_span!("room", room = %self.room.name());
+        let _enter = span.enter();
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        let cancel = self.shared.cancel.clone();
+        loop {
+            let deadline = self.room.next_deadline().map(Instant::from_std);
+            match (&mut timer, deadline) {
+                (Some(t), Some(d)) if t.deadline() != d => t.as_mut().reset(d),
+                (None, Some(d)) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+                (_, None) => timer = None,
+                _ => {}
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
+                    timer = None;
+                    for left in self.room.expire_due(now()) {
+                        self.deliver(&left, None).await;
+                    }
+                }
+            }
+            self.members.store(self.room.members().len(), Ordering::Relaxed);
+            if self.room.is_empty() {
+                self.free();
+                break;
+            }
+        }
+        if cancel.is_cancelled() {
+            for link in self.links.drain(..) {
+                let _ = link.close.send(CloseFrame::going_away());
+            }
+        }
+    }
+
+    /// Removes the room from the registry and answers what is still queued.
+    fn free(&mut self) {
+        {
+            let mut rooms = self.shared.registry();
+            if rooms
+                .get(self.room.name().key())
+                .is_some_and(|e| e.generation == self.generation)
+            {
+                rooms.remove(self.room.name().key());
+            }
+            self.rx.close();
+        }
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Join { entry, reply, .. } => {
+                    let _ = reply.send(JoinReply::Retry(entry));
+                }
+                Command::Details { reply } => {
+                    let _ = reply.send(None);
+                }
+                Command::Holder { reply, .. } => {
+                    let _ = reply.send(None);
+                }
+                Command::Post { reply, .. } => {
+                    let _ = reply.send(None);
+                }
+                Command::Kick { reply, .. } => {
+                    let _ = reply.send(false);
+                }
+                Command::Leave { reply, .. } => {
+                    let _ = reply.send(());
+                }
+                Command::Send { .. } | Command::Rename { .. } | Command::Disconnect { .. } => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join {
+                entry,
+                reference,
+                reply,
+            } => {
+                let answer = self.join(entry, reference).await;
+                if let Err(JoinReply::Accepted(m)) = reply.send(answer) {
+                    // The connection gave up waiting: treat it as a lost connection.
+                    self.disconnect(m.member, m.link);
+                }
+            }
+            Command::Send {
+                member,
+                text,
+                reference,
+            } => {
+                let outcome = self.room.send(member, text, now());
+                self.answer(member, outcome, reference).await;
+            }
+            Command::Rename {
+                member,
+                name,
+                reference,
+            } => {
+                let outcome = name.and_then(|n| self.room.rename(member, n, now()));
+                self.answer(member, outcome, reference).await;
+            }
+            Command::Leave { member, reply } => {
+                self.unlink(member, None);
+                if let Ok(left) = self.room.leave(member, now()) {
+                    self.deliver(&left, None).await;
+                }
+                let _ = reply.send(());
+            }
+            Command::Disconnect { member, link } => self.disconnect(member, link),
+            Command::Details { reply } => {
+                let _ = reply.send(Some(RoomDetails {
+                    room: self.room.name().to_string(),
+                    members: self
+                        .room
+                        .members()
+                        .iter()
+                        .map(|m| m.name.to_string())
+                        .collect(),
+                }));
+            }
+            Command::Holder { name, reply } => {
+                let holder = self.room.member_by_key(&name).map(|m| m.name.to_string());
+                let _ = reply.send(holder);
+            }
+            Command::Post { from, text, reply } => {
+                let event = self.room.post(from, text, now());
+                let _ = reply.send(Some(event.event.id()));
+                self.deliver(&event, None).await;
+            }
+            Command::Kick {
+                name,
+                reason,
+                reply,
+            } => {
+                let Some(member) = self.room.member_by_key(&name).map(|m| m.id) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                self.unlink(member, Some(CloseFrame::removed(&reason)));
+                if let Ok(left) = self.room.leave(member, now()) {
+                    self.deliver(&left, None).await;
+                }
+                let _ = reply.send(true);
+            }
+        }
+    }
+
+    async fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
+        let at = now();
+        let (member, token, since) = match entry {
+            Entry::Fresh { name, token } => {
+                let member = self.shared.next_id();
+                match self.room.join(member, name, token, at) {
+                    Ok(joined) => {
+                        // Everybody else gets `joined`; the newcomer finds it in its history.
+                        self.deliver(&joined, None).await;
+                        (member, token, None)
+                    }
+                    Err(e) => return JoinReply::Refused(e),
+                }
+            }
+            Entry::Resume { token, since } => match self.room.resume(&token) {
+                Ok(back) => {
+                    if back.was_present {
+                        self.unlink(back.member, Some(CloseFrame::resumed_elsewhere()));
+                    }
+                    (back.member, token, since)
+                }
+                Err(e) => return JoinReply::Refused(e),
+            },
+        };
+        let Ok(snapshot) = self.room.snapshot(member, since) else {
+            return JoinReply::Refused(JoinError::Unavailable);
+        };
+        let welcome = WelcomeParts {
+            room: &snapshot.room,
+            name: &snapshot.name,
+            members: snapshot.members,
+            history: snapshot.history,
+            last_id: snapshot.last_id,
+            resume: &token.to_string(),
+            gap: snapshot.gap,
+            reference,
+        }
+        .encode();
+        let (frames_tx, frames) = mpsc::channel(self.shared.limits.outgoing_queue.max(2));
+        let (close_tx, close) = oneshot::channel();
+        // The queue is new and empty, so the welcome always fits.
+        let _ = frames_tx.try_send(welcome);
+        let link = self.shared.next_id();
+        self.links.push(Link {
+            member,
+            id: link,
+            frames: frames_tx,
+            close: close_tx,
+        });
+        JoinReply::Accepted(Membership {
+            member,
+            link,
+            room: Arc::new(self.handle.clone()),
+            frames,
+            close,
+        })
+    }
+
+    /// Delivers a successful operation's event to all, then acks it to `member`, or
+    /// answers the error to `member` alone.
+    async fn answer<E: crate::error::HasErrorCode>(
+        &mut self,
+        member: MemberId,
+        outcome: Result<Recorded, E>,
+        reference: Option<Ref>,
+    ) {
+        match outcome {
+            Ok(event) => {
+                let id = event.event.id();
+                self.deliver(&event, None).await;
+                if let Some(r) = reference {
+                    self.push(member, ack_frame(r, id));
+                }
+            }
+            Err(e) => self.push(member, error_frame(&e, reference)),
+        }
+    }
+
+    /// Queues `frame` for every present member (but `except`), without waiting for any.
+    async fn deliver(&mut self, event: &Recorded, except: Option<MemberId>) {
+        let mut dropped: Vec<(MemberId, bool)> = Vec::new();
+        for link in &self.links {
+            if Some(link.member) == except {
+                continue;
+            }
+            match link.frames.try_send(event.frame.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => dropped.push((link.member, true)),
+                Err(TrySendError::Closed(_)) => dropped.push((link.member, false)),
+            }
+        }
+        for (member, slow) in dropped {
+            self.drop_member(member, slow);
+        }
+        self.shared
+            .hooks
+            .on_event(self.room.name(), &event.event)
+            .await;
+    }
+
+    /// Queues a frame for one member.
+    fn push(&mut self, member: MemberId, frame: TextFrame) {
+        let Some(link) = self.links.iter().find(|l| l.member == member) else {
+            return;
+        };
+        match link.frames.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.drop_member(member, true),
+            Err(TrySendError::Closed(_)) => self.drop_member(member, false),
+        }
+    }
+
+    /// The member's connection is too slow or gone: unlink it; it becomes away.
+    fn drop_member(&mut self, member: MemberId, slow: bool) {
+        if slow {
+            tracing::debug!(member, "slow consumer disconnected");
+        }
+        self.unlink(member, slow.then(CloseFrame::slow_consumer));
+        self.room.disconnect(member, now());
+    }
+
+    fn disconnect(&mut self, member: MemberId, link: u64) {
+        // A stale disconnect (the membership was resumed on a newer link) is ignored.
+        if self
+            .links
+            .iter()
+            .any(|l| l.member == member && l.id == link)
+        {
+            self.unlink(member, None);
+            self.room.disconnect(member, now());
+        }
+    }
+
+    /// Ends a member's link; with a close frame, its connection closes with it.
+    fn unlink(&mut self, member: MemberId, close: Option<CloseFrame>) {
+        if let Some(pos) = self.links.iter().position(|l| l.member == member) {
+            let link = self.links.swap_remove(pos);
+            if let Some(frame) = close {
+                let _ = link.close.send(frame);
+            }
+        }
+    }
+}

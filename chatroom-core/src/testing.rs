@@ -1,0 +1,139 @@
+//! In-memory clients for testing room logic without a network.
+//!
+//! A [`TestClient`] is a connection served by [`Hub::serve`] over in-memory channels:
+//! it sends frames exactly as a browser would and reads back what the server sends,
+//! so application hooks and room behaviour can be tested in an ordinary `#[tokio::test]`.
+
+use futures_util::stream;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+
+use crate::connection::{CloseFrame, Incoming, Outgoing};
+use crate::hooks::ConnectionContext;
+use crate::hub::Hub;
+use crate::protocol::{Event, Reply, ServerFrame, Welcome};
+
+/// How a [`TestClient`] read ended without a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Closed {
+    /// The server closed the connection with this frame.
+    #[error("the server closed the connection: {} {}", .0.code, .0.reason)]
+    Close(CloseFrame),
+    /// The connection ended without a close frame.
+    #[error("the connection ended without a close frame")]
+    Ended,
+    /// The server sent something that is not a valid server frame.
+    #[error("the server sent an invalid frame: {0}")]
+    Invalid(String),
+    /// A `join` was answered with an error (its code and message).
+    #[error("the join was refused: {0}")]
+    Refused(String),
+}
+
+/// One in-memory client connection.
+#[derive(Debug)]
+pub struct TestClient {
+    to_server: Option<mpsc::Sender<Incoming>>,
+    from_server: mpsc::Receiver<Outgoing>,
+}
+
+impl TestClient {
+    /// Connects to `hub` with an empty context. Needs a tokio runtime.
+    pub fn connect(hub: &Hub) -> TestClient {
+        TestClient::connect_with(hub, ConnectionContext::new(), 1024)
+    }
+
+    /// Connects with a context and the capacity of the client's receive buffer. A small
+    /// buffer that is never read makes a stalled reader.
+    pub fn connect_with(hub: &Hub, context: ConnectionContext, buffer: usize) -> TestClient {
+        let (to_server, mut server_rx) = mpsc::channel::<Incoming>(64);
+        let (server_tx, from_server) = mpsc::channel::<Outgoing>(buffer.max(1));
+        let incoming = stream::poll_fn(move |cx| server_rx.poll_recv(cx));
+        let outgoing = PollSender::new(server_tx);
+        tokio::spawn(hub.serve(context, incoming, outgoing));
+        TestClient {
+            to_server: Some(to_server),
+            from_server,
+        }
+    }
+
+    /// Sends any raw frame (text, binary, pong or too-large).
+    pub async fn send_raw(&self, frame: Incoming) {
+        if let Some(tx) = &self.to_server {
+            // A server that is gone simply does not read it, like a closed socket.
+            let _ = tx.send(frame).await;
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&self, text: &str) {
+        self.send_raw(Incoming::Text(text.to_owned().into())).await;
+    }
+
+    /// Sends a value as a JSON text frame, e.g. `serde_json::json!({"type": "leave"})`.
+    pub async fn send_json(&self, value: &impl Serialize) {
+        let text = serde_json::to_string(value).unwrap_or_default();
+        self.send_text(&text).await;
+    }
+
+    /// Sends `join` and waits for its `welcome`.
+    pub async fn join(&mut self, room: &str, name: &str) -> Result<Welcome, Closed> {
+        self.send_json(&serde_json::json!({"type": "join", "room": room, "name": name}))
+            .await;
+        self.welcome().await
+    }
+
+    /// Waits for the next frame and expects a `welcome`.
+    pub async fn welcome(&mut self) -> Result<Welcome, Closed> {
+        match self.recv().await? {
+            ServerFrame::Reply(Reply::Welcome(w)) => Ok(w),
+            ServerFrame::Reply(Reply::Error { code, message, .. }) => {
+                Err(Closed::Refused(format!("{code}: {message}")))
+            }
+            other => Err(Closed::Invalid(format!("expected a welcome, got {other:?}"))),
+        }
+    }
+
+    /// Waits for the next event, skipping nothing: any other frame is an error.
+    pub async fn event(&mut self) -> Result<Event, Closed> {
+        match self.recv().await? {
+            ServerFrame::Event(e) => Ok(e),
+            other => Err(Closed::Invalid(format!("expected an event, got {other:?}"))),
+        }
+    }
+
+    /// Waits for the next text frame the server sends (pings are skipped).
+    pub async fn recv(&mut self) -> Result<ServerFrame, Closed> {
+        let text = self.recv_text().await?;
+        ServerFrame::decode(&text).map_err(|e| Closed::Invalid(format!("{e}: {text}")))
+    }
+
+    /// Waits for the next text frame as a string (pings are skipped).
+    pub async fn recv_text(&mut self) -> Result<String, Closed> {
+        loop {
+            match self.from_server.recv().await {
+                Some(Outgoing::Text(frame)) => return Ok(frame.as_str().to_owned()),
+                Some(Outgoing::Ping) => continue,
+                Some(Outgoing::Close(frame)) => return Err(Closed::Close(frame)),
+                None => return Err(Closed::Ended),
+            }
+        }
+    }
+
+    /// Waits for the next raw frame, pings included; `None` once the server is done.
+    pub async fn next_raw(&mut self) -> Option<Outgoing> {
+        self.from_server.recv().await
+    }
+
+    /// A frame already waiting, without waiting.
+    pub fn try_next_raw(&mut self) -> Option<Outgoing> {
+        self.from_server.try_recv().ok()
+    }
+
+    /// Ends the connection without a close frame, as a dropped TCP connection would.
+    /// The client can still read what the server had sent.
+    pub fn drop_connection(&mut self) {
+        self.to_server = None;
+    }
+}
