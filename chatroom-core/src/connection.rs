@@ -394,7 +394,9 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             Filter::Allow => text.into(),
             Filter::Replace(replacement) => replacement.into(),
             Filter::Deny(why) => {
-                return self.reply_error(&SendError::Forbidden(why), reference).await;
+                return self
+                    .reply_error(&SendError::Forbidden(why), reference)
+                    .await;
             }
         };
         let m = &joined.membership;
@@ -446,7 +448,11 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
 
     /// The room ended the membership: close as it asked.
     fn released_by_room(&mut self, cancel: &tokio_util::sync::CancellationToken) -> Ending {
-        match self.joined.take().map(|mut j| j.membership.close.try_recv()) {
+        match self
+            .joined
+            .take()
+            .map(|mut j| j.membership.close.try_recv())
+        {
             Some(Ok(frame)) => Ending::Close(frame),
             _ if cancel.is_cancelled() => Ending::Close(CloseFrame::going_away()),
             _ => {
@@ -477,7 +483,10 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
         let cancel = self.hub.cancel_token();
         let sink = &mut self.sink;
         let (frames, close) = match &mut self.joined {
-            Some(j) => (Some(&mut j.membership.frames), Some(&mut j.membership.close)),
+            Some(j) => (
+                Some(&mut j.membership.frames),
+                Some(&mut j.membership.close),
+            ),
             None => (None, None),
         };
         let write = async move {

@@ -192,8 +192,8 @@ impl Hub {
             return Err(JoinError::Unavailable);
         }
         let limits = &self.inner.limits;
-        let room =
-            RoomName::parse_max(frame.room, limits.max_room_chars).map_err(JoinError::InvalidRoom)?;
+        let room = RoomName::parse_max(frame.room, limits.max_room_chars)
+            .map_err(JoinError::InvalidRoom)?;
         let entry = match frame.resume {
             Some(token) => Entry::Resume {
                 token: ResumeToken::parse(token).ok_or(JoinError::ResumeFailed)?,

@@ -71,8 +71,7 @@ pub use backplane::{RoomDetails, RoomSummary};
 pub use connection::{CloseFrame, Incoming, Outgoing, close_code};
 pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
 pub use hooks::{
-    AllowAll, ConnectionContext, Filter, Hooks, JoinAttempt, MessageAttempt, RenameAttempt,
-    Verdict,
+    AllowAll, ConnectionContext, Filter, Hooks, JoinAttempt, MessageAttempt, RenameAttempt, Verdict,
 };
 pub use hub::{Hub, HubBuilder, NameCheck, PostError};
 pub use limits::Limits;

@@ -213,7 +213,11 @@ impl Backplane for LocalBackplane {
 
     fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>> {
         let handle = self.shared.handle(&room);
-        Box::pin(async move { handle?.call(|reply| Command::Holder { name, reply }).await? })
+        Box::pin(async move {
+            handle?
+                .call(|reply| Command::Holder { name, reply })
+                .await?
+        })
     }
 
     fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>> {
@@ -230,7 +234,11 @@ impl Backplane for LocalBackplane {
         Box::pin(async move {
             match handle {
                 Some(h) => h
-                    .call(|reply| Command::Kick { name, reason, reply })
+                    .call(|reply| Command::Kick {
+                        name,
+                        reason,
+                        reply,
+                    })
                     .await
                     .unwrap_or(false),
                 None => false,
@@ -394,7 +402,8 @@ impl RoomActor {
                     }
                 }
             }
-            self.members.store(self.room.members().len(), Ordering::Relaxed);
+            self.members
+                .store(self.room.members().len(), Ordering::Relaxed);
             if self.room.is_empty() {
                 self.free();
                 break;

@@ -62,7 +62,11 @@ impl NameKey {
             .default_case_fold()
             .nfkd()
             .collect();
-        NameKey(unicode_security::skeleton(&caseless).collect::<String>().into())
+        NameKey(
+            unicode_security::skeleton(&caseless)
+                .collect::<String>()
+                .into(),
+        )
     }
 
     /// The key as a string.
@@ -92,7 +96,10 @@ impl Parsed {
             return Err(NameError::Empty);
         }
         if len > max_chars {
-            return Err(NameError::TooLong { len, max: max_chars });
+            return Err(NameError::TooLong {
+                len,
+                max: max_chars,
+            });
         }
         let key = NameKey::of(&display);
         Ok(Parsed {

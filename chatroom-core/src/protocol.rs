@@ -413,9 +413,16 @@ mod tests {
             Ok(ClientFrame::Join { ref room, ref name, resume: None, since: None, reference: Some(Ref::Number(_)) })
                 if room == "general" && name == "Alice"
         ));
-        let resume =
-            ClientFrame::decode(br#"{"type":"join","room":"g","name":"A","resume":"t","since":41}"#);
-        assert!(matches!(resume, Ok(ClientFrame::Join { since: Some(41), .. })));
+        let resume = ClientFrame::decode(
+            br#"{"type":"join","room":"g","name":"A","resume":"t","since":41}"#,
+        );
+        assert!(matches!(
+            resume,
+            Ok(ClientFrame::Join {
+                since: Some(41),
+                ..
+            })
+        ));
         let send = ClientFrame::decode(br#"{"type":"send","text":"hi","ref":"x"}"#);
         assert_eq!(
             send,
@@ -426,7 +433,10 @@ mod tests {
         );
         assert!(matches!(
             ClientFrame::decode(br#"{"type":"rename","name":"Bob"}"#),
-            Ok(ClientFrame::Rename { reference: None, .. })
+            Ok(ClientFrame::Rename {
+                reference: None,
+                ..
+            })
         ));
         assert!(matches!(
             ClientFrame::decode(br#"{"type":"leave","ref":9}"#),
@@ -527,6 +537,11 @@ mod tests {
             reference: None,
             ..parts
         };
-        assert!(empty.encode().as_str().contains(r#""history":[],"last_id":3"#));
+        assert!(
+            empty
+                .encode()
+                .as_str()
+                .contains(r#""history":[],"last_id":3"#)
+        );
     }
 }

@@ -446,8 +446,14 @@ mod tests {
         ));
         assert_eq!(r.member(1).map(|m| m.name.as_str()), Some("Carol"));
         let ev = r.rename(1, name("CAROL"), now).expect("own key");
-        assert!(matches!(ev.event, Event::Renamed(ref e) if &*e.from == "Carol" && &*e.to == "CAROL"));
-        assert_eq!(r.members()[0].name.as_str(), "CAROL", "a rename keeps the place");
+        assert!(
+            matches!(ev.event, Event::Renamed(ref e) if &*e.from == "Carol" && &*e.to == "CAROL")
+        );
+        assert_eq!(
+            r.members()[0].name.as_str(),
+            "CAROL",
+            "a rename keeps the place"
+        );
     }
 
     #[test]
@@ -481,7 +487,10 @@ mod tests {
         assert_eq!(snap.history.len(), 5);
         let snap = r.snapshot(1, Some(r.last_id())).expect("member");
         assert!(snap.history.is_empty() && !snap.gap);
-        assert_eq!(r.resume(&token(9)).map(|_| ()), Err(JoinError::ResumeFailed));
+        assert_eq!(
+            r.resume(&token(9)).map(|_| ()),
+            Err(JoinError::ResumeFailed)
+        );
     }
 
     #[test]
@@ -496,7 +505,9 @@ mod tests {
         };
         assert_eq!(r.next_deadline(), Some(later.instant));
         let left = r.expire_due(later);
-        assert!(matches!(left.as_slice(), [Recorded { event: Event::Left(e), .. }] if &*e.name == "A"));
+        assert!(
+            matches!(left.as_slice(), [Recorded { event: Event::Left(e), .. }] if &*e.name == "A")
+        );
         assert!(r.is_empty());
     }
 
@@ -513,13 +524,25 @@ mod tests {
             r.join(2, name("B"), token(2), now).map(|_| ()),
             Err(JoinError::RoomFull { max: 1 })
         );
-        assert_eq!(r.send(1, " \n".into(), now).map(|_| ()), Err(SendError::Empty));
+        assert_eq!(
+            r.send(1, " \n".into(), now).map(|_| ()),
+            Err(SendError::Empty)
+        );
         assert_eq!(
             r.send(1, "abcd".into(), now).map(|_| ()),
             Err(SendError::TooLong { len: 4, max: 3 })
         );
-        assert!(r.send(1, " ab".into(), now).is_ok(), "length counts before trimming");
-        assert!(r.send(1, "e\u{301}e\u{301}e\u{301}".into(), now).is_ok(), "after NFC");
-        assert_eq!(r.send(9, "x".into(), now).map(|_| ()), Err(SendError::NotJoined));
+        assert!(
+            r.send(1, " ab".into(), now).is_ok(),
+            "length counts before trimming"
+        );
+        assert!(
+            r.send(1, "e\u{301}e\u{301}e\u{301}".into(), now).is_ok(),
+            "after NFC"
+        );
+        assert_eq!(
+            r.send(9, "x".into(), now).map(|_| ()),
+            Err(SendError::NotJoined)
+        );
     }
 }

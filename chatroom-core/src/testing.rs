@@ -91,7 +91,9 @@ impl TestClient {
             ServerFrame::Reply(Reply::Error { code, message, .. }) => {
                 Err(Closed::Refused(format!("{code}: {message}")))
             }
-            other => Err(Closed::Invalid(format!("expected a welcome, got {other:?}"))),
+            other => Err(Closed::Invalid(format!(
+                "expected a welcome, got {other:?}"
+            ))),
         }
     }
 
@@ -103,18 +105,18 @@ impl TestClient {
         }
     }
 
-    /// Waits for the next text frame the server sends (pings are skipped).
+    /// Waits for the next text frame the server sends (pings are answered and skipped).
     pub async fn recv(&mut self) -> Result<ServerFrame, Closed> {
         let text = self.recv_text().await?;
         ServerFrame::decode(&text).map_err(|e| Closed::Invalid(format!("{e}: {text}")))
     }
 
-    /// Waits for the next text frame as a string (pings are skipped).
+    /// Waits for the next text frame as a string. Pings are answered, as a browser does.
     pub async fn recv_text(&mut self) -> Result<String, Closed> {
         loop {
             match self.from_server.recv().await {
                 Some(Outgoing::Text(frame)) => return Ok(frame.as_str().to_owned()),
-                Some(Outgoing::Ping) => continue,
+                Some(Outgoing::Ping) => self.send_raw(Incoming::Pong).await,
                 Some(Outgoing::Close(frame)) => return Err(Closed::Close(frame)),
                 None => return Err(Closed::Ended),
             }

@@ -1,0 +1,215 @@
+//! Join timeout, rate limit and flooding, frame size, keepalive and slow consumers.
+
+mod common;
+
+use std::time::Duration;
+
+use chatroom_core::protocol::{Event, Reply, ServerFrame};
+use chatroom_core::testing::{Closed, TestClient};
+use chatroom_core::{ConnectionContext, Incoming, Limits, Outgoing, close_code};
+use common::*;
+use serde_json::json;
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_joins_is_closed_with_1008() {
+    let hub = hub();
+    let mut c = TestClient::connect(&hub);
+    let start = tokio::time::Instant::now();
+    let close = expect_close(&mut c).await;
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (close_code::POLICY, "join timeout")
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_join_attempt_restarts_the_join_timeout() {
+    let hub = hub();
+    let mut c = TestClient::connect(&hub);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    send(&c, join_frame("r", "")).await;
+    expect_error(&mut c, "invalid_name").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    c.join("r", "A").await.expect("still open 16 s in");
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_beyond_the_bucket_are_rate_limited_and_have_no_effect() {
+    let hub = hub();
+    let (mut a, _) = joined(&hub, "r", "A").await; // the join took one token
+    for i in 0..19 {
+        send(&a, json!({"type": "send", "text": format!("m{i}")})).await;
+    }
+    send(
+        &a,
+        json!({"type": "send", "text": "one too many", "ref": 1}),
+    )
+    .await;
+    // Errors are answered at once, events come through the room: order between them
+    // is not defined, so collect both.
+    let (mut ids, mut limited) = (Vec::new(), 0);
+    for _ in 0..20 {
+        match a.recv().await.expect("frame") {
+            ServerFrame::Event(e) => ids.push(e.id()),
+            ServerFrame::Reply(Reply::Error { code, .. }) if code.as_str() == "rate_limited" => {
+                limited += 1
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids, (2..=20).collect::<Vec<u64>>());
+    assert_eq!(limited, 1);
+    // The bucket refills at 10 per second.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&a, json!({"type": "send", "text": "later"})).await;
+    let Event::Message(m) = expect_event(&mut a).await else {
+        panic!()
+    };
+    assert_eq!(
+        (m.id, &*m.text),
+        (21, "later"),
+        "the limited frame took no id"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn persistent_flooding_closes_with_1008_after_the_50th_rejection() {
+    let hub = hub();
+    let (mut flood, _) = joined(&hub, "r", "F").await;
+    let (mut other, _) = joined(&hub, "r", "O").await;
+    expect_event(&mut flood).await; // O joined
+    for _ in 0..(19 + 50) {
+        flood.send_text("x").await; // bad frames cost tokens too
+    }
+    for _ in 0..19 {
+        expect_error(&mut flood, "bad_frame").await;
+    }
+    for _ in 0..50 {
+        expect_error(&mut flood, "rate_limited").await;
+    }
+    let close = expect_close(&mut flood).await;
+    assert_eq!(close.code, close_code::POLICY);
+    // The flooder becomes away; the room carries on.
+    send(&other, json!({"type": "send", "text": "calm", "ref": 1})).await;
+    assert!(matches!(expect_event(&mut other).await, Event::Message(_)));
+    assert_eq!(hub.room("r").await.map(|r| r.members.len()), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_spread_over_more_than_the_window_do_not_close() {
+    let hub = hub_with(Limits {
+        rate_burst: 1,
+        rate_per_sec: 1,
+        ..Limits::default()
+    });
+    let (mut c, _) = joined(&hub, "r", "A").await;
+    // 30 rejections, a pause longer than the window, 30 more: never 50 within 10 s.
+    for _ in 0..2 {
+        for _ in 0..30 {
+            c.send_text("x").await;
+        }
+        for _ in 0..30 {
+            expect_error(&mut c, "rate_limited").await;
+        }
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        c.send_text("x").await; // one token has refilled: a plain bad_frame
+        expect_error(&mut c, "bad_frame").await;
+    }
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_with_1009_and_the_member_is_away() {
+    let hub = hub_with(Limits {
+        max_frame_bytes: 100,
+        ..Limits::default()
+    });
+    let (_a, _) = joined(&hub, "r", "A").await;
+    let (mut b, _) = joined(&hub, "r", "B").await;
+    send(&b, json!({"type": "send", "text": "x".repeat(100)})).await;
+    let close = expect_close(&mut b).await;
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (close_code::TOO_BIG, "frame too large")
+    );
+    let (mut c, _) = joined(&hub, "r", "C").await;
+    c.send_raw(Incoming::TooLarge).await;
+    assert_eq!(expect_close(&mut c).await.code, close_code::TOO_BIG);
+    // Both are away, not gone: their names are still held.
+    assert_eq!(
+        hub.room("r").await.map(|r| r.members),
+        Some(vec!["A".into(), "B".into(), "C".into()])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_answering_pings_is_dropped_and_becomes_away() {
+    let hub = hub();
+    let (mut a, _) = joined(&hub, "r", "A").await;
+    // Ping after 20 s of silence; no answer within 20 s more: dropped.
+    let start = tokio::time::Instant::now();
+    assert_eq!(a.next_raw().await, Some(Outgoing::Ping));
+    assert_eq!(start.elapsed(), Duration::from_secs(20));
+    assert_eq!(a.next_raw().await, None, "dropped without a close frame");
+    assert_eq!(start.elapsed(), Duration::from_secs(40));
+    assert_eq!(
+        hub.room("r").await.map(|r| r.members.len()),
+        Some(1),
+        "away, not gone"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_reader_is_disconnected_while_the_others_get_everything_in_order() {
+    let hub = hub_with(Limits {
+        outgoing_queue: 100,
+        rate_burst: 1000,
+        ..Limits::default()
+    });
+    let (mut a, _) = joined(&hub, "r", "A").await;
+    // A client whose receive buffer holds one frame and which never reads.
+    let mut stalled = TestClient::connect_with(&hub, ConnectionContext::new(), 1);
+    send(&stalled, join_frame("r", "S")).await;
+    let (sender, _) = joined(&hub, "r", "B").await;
+    let count = 300u64;
+    for i in 0..count {
+        send(&sender, json!({"type": "send", "text": i.to_string()})).await;
+    }
+    // A sees S join, B join, then every message in order with gapless ids.
+    let mut last = expect_event(&mut a).await.id();
+    let mut texts = Vec::new();
+    while texts.len() < count as usize {
+        let e = expect_event(&mut a).await;
+        assert_eq!(e.id(), last + 1, "gapless ids");
+        last = e.id();
+        if let Event::Message(m) = e {
+            texts.push(m.text.to_string());
+        }
+    }
+    assert_eq!(texts, (0..count).map(|i| i.to_string()).collect::<Vec<_>>());
+    // The stalled reader got its welcome, then was cut off: 1008 or dropped outright.
+    let mut got_welcome = false;
+    loop {
+        match stalled.recv().await {
+            Ok(_) => got_welcome = true,
+            Err(Closed::Close(f)) => {
+                assert_eq!(
+                    (f.code, f.reason.as_str()),
+                    (close_code::POLICY, "slow consumer")
+                );
+                break;
+            }
+            Err(Closed::Ended) => break,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(got_welcome);
+    // It is away (still listed), and the room still works for everyone else.
+    assert!(
+        hub.room("r")
+            .await
+            .is_some_and(|r| r.members.contains(&"S".to_string()))
+    );
+    send(&sender, json!({"type": "send", "text": "after"})).await;
+    assert!(matches!(expect_event(&mut a).await, Event::Message(m) if &*m.text == "after"));
+}
