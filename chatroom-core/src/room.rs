@@ -119,6 +119,8 @@ pub struct Room {
     last_id: u64,
     history: VecDeque<(u64, TextFrame)>,
     history_cap: usize,
+    /// How many members are away, so that finding the next deadline is free when none is.
+    away: usize,
     max_members: usize,
     max_message_chars: usize,
     grace: Duration,
@@ -134,6 +136,7 @@ impl Room {
             last_id: 0,
             history: VecDeque::new(),
             history_cap: limits.history.max(1),
+            away: 0,
             max_members: limits.max_members,
             max_message_chars: limits.max_message_chars,
             grace: limits.resume_grace,
@@ -222,6 +225,9 @@ impl Room {
             .and_then(|i| self.members.get_mut(i))
             .ok_or(JoinError::ResumeFailed)?;
         let was_present = member.presence == Presence::Present;
+        if !was_present {
+            self.away -= 1;
+        }
         member.presence = Presence::Present;
         Ok(Resumed {
             member: member.id,
@@ -328,6 +334,9 @@ impl Room {
             .position(|m| m.id == id)
             .ok_or(NotMember)?;
         let gone = self.members.remove(pos);
+        if gone.presence != Presence::Present {
+            self.away -= 1;
+        }
         let name = gone.name.to_shared();
         Ok(self.record(now, |id, ts| Event::Left(MemberEvent { id, ts, name })))
     }
@@ -340,6 +349,7 @@ impl Room {
                 m.presence = Presence::Away {
                     until: now.instant + self.grace,
                 };
+                self.away += 1;
                 true
             }
             _ => false,
@@ -348,6 +358,9 @@ impl Room {
 
     /// The earliest grace deadline of an away member.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.away == 0 {
+            return None;
+        }
         self.members
             .iter()
             .filter_map(|m| match m.presence {
@@ -359,6 +372,9 @@ impl Room {
 
     /// Frees every away member whose grace ran out by `now`, in join order.
     pub fn expire_due(&mut self, now: Now) -> Vec<Recorded> {
+        if self.away == 0 {
+            return Vec::new();
+        }
         let due: Vec<MemberId> = self
             .members
             .iter()

@@ -121,7 +121,13 @@ fn check_event(model: &mut Model, rec: &Recorded) {
     );
 }
 
-fn check_invariants(room: &Room, model: &Model, history_cap: usize) {
+fn check_invariants(room: &Room, model: &Model, history_cap: usize, base: Instant) {
+    // The next grace deadline is the earliest away member's.
+    let earliest = model.members.iter().filter_map(|m| m.away_until).min();
+    assert_eq!(
+        room.next_deadline(),
+        earliest.map(|ms| base + Duration::from_millis(ms))
+    );
     let members = room.members();
     // Unique keys, present or away.
     for (i, a) in members.iter().enumerate() {
@@ -360,7 +366,7 @@ fn run(ops: Vec<Op>) {
                 }
             }
         }
-        check_invariants(&room, &model, limits.history);
+        check_invariants(&room, &model, limits.history, base);
     }
 }
 
