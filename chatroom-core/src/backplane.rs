@@ -106,4 +106,7 @@ pub(crate) trait Backplane: Send + Sync {
     fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>>;
     /// Removes a member: its connection closes with 4003. False if there was none.
     fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool>;
+    /// Makes the room's task fail as a bug would, to test what members see.
+    #[cfg(test)]
+    fn inject_fault(&self, room: NameKey) -> BoxFuture<'_, ()>;
 }

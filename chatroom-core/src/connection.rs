@@ -17,7 +17,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::backplane::Membership;
 use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
-use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict};
+use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict, guarded};
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::name::{DisplayName, RoomName};
@@ -390,14 +390,18 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             text: &text,
             context: &self.context,
         };
-        let text: Arc<str> = match self.hub.hooks().filter_message(attempt).await {
-            Filter::Allow => text.into(),
-            Filter::Replace(replacement) => replacement.into(),
-            Filter::Deny(why) => {
+        let filtered = guarded("filter_message", || {
+            self.hub.hooks().filter_message(attempt)
+        });
+        let text: Arc<str> = match filtered.await {
+            Some(Filter::Allow) => text.into(),
+            Some(Filter::Replace(replacement)) => replacement.into(),
+            Some(Filter::Deny(why)) => {
                 return self
                     .reply_error(&SendError::Forbidden(why), reference)
                     .await;
             }
+            None => return self.reply_error(&FrameError::Internal, reference).await,
         };
         let m = &joined.membership;
         match m.room.send(m.member, text, reference).await {
@@ -418,8 +422,14 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
                 name: new,
                 context: &self.context,
             };
-            if let Verdict::Deny(why) = self.hub.hooks().authorize_rename(attempt).await {
-                parsed = Err(RenameError::Forbidden(why));
+            match guarded("authorize_rename", || {
+                self.hub.hooks().authorize_rename(attempt)
+            })
+            .await
+            {
+                Some(Verdict::Allow) => {}
+                Some(Verdict::Deny(why)) => parsed = Err(RenameError::Forbidden(why)),
+                None => return self.reply_error(&FrameError::Internal, reference).await,
             }
         }
         // Errors go through the room too, so they arrive in order with the events.

@@ -93,8 +93,9 @@ pub enum JoinError {
     /// The connection is already in a room.
     #[error("this connection is already in a room; leave it first")]
     AlreadyJoined,
-    /// The hub is shutting down or the room could not be reached.
-    #[error("the server cannot take joins right now")]
+    /// A server fault (the hub is shutting down, a hook failed, the room could not be
+    /// reached); the server logs the details.
+    #[error("the server could not take this join; try again later")]
     Unavailable,
 }
 

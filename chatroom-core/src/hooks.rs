@@ -5,6 +5,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::name::{DisplayName, RoomName};
@@ -136,6 +137,26 @@ pub trait Hooks: Send + Sync + 'static {
     fn on_event<'a>(&'a self, room: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
         let _ = (room, event);
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// Runs a hook's future; a panic in the host's code is logged and becomes `None`, so a
+/// bug in a hook answers `internal` instead of tearing down a connection or a room.
+pub(crate) async fn guarded<'a, T>(
+    hook: &'static str,
+    call: impl FnOnce() -> BoxFuture<'a, T>,
+) -> Option<T> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let outcome = match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match outcome {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::error!(hook, "a host application hook panicked");
+            None
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::backplane::{Backplane, Entry, JoinRequest, Membership, RoomDetails, RoomSummary};
 use crate::connection::{Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
-use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict};
+use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict, guarded};
 use crate::limits::Limits;
 use crate::local::LocalBackplane;
 use crate::name::{DisplayName, NameError, RoomName};
@@ -154,6 +154,11 @@ impl Hub {
         self.inner.limits.clone()
     }
 
+    #[cfg(test)]
+    pub(crate) fn backplane(&self) -> &dyn Backplane {
+        &*self.inner.backplane
+    }
+
     pub(crate) fn hooks(&self) -> &dyn Hooks {
         &*self.inner.hooks
     }
@@ -207,8 +212,14 @@ impl Hub {
                     name: &name,
                     context,
                 };
-                if let Verdict::Deny(why) = self.inner.hooks.authorize_join(attempt).await {
-                    return Err(JoinError::Forbidden(why));
+                match guarded("authorize_join", || {
+                    self.inner.hooks.authorize_join(attempt)
+                })
+                .await
+                {
+                    Some(Verdict::Allow) => {}
+                    Some(Verdict::Deny(why)) => return Err(JoinError::Forbidden(why)),
+                    None => return Err(JoinError::Unavailable),
                 }
                 let token = ResumeToken::generate().map_err(|e| {
                     tracing::error!(error = %e, "the operating system's random source failed");
@@ -306,5 +317,37 @@ impl Hub {
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.cancel.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_is_built_without_a_runtime_and_is_cheap_to_clone() {
+        let hub = Hub::builder()
+            .limits(Limits {
+                history: 5,
+                ..Limits::default()
+            })
+            .build();
+        let clone = hub.clone();
+        assert!(Arc::ptr_eq(&hub.inner, &clone.inner));
+        assert_eq!(clone.limits().history, 5);
+        assert!(!hub.is_shutting_down());
+        assert!(format!("{hub:?}").contains("history: 5"));
+    }
+
+    #[tokio::test]
+    async fn server_side_calls_validate_their_input() {
+        let hub = Hub::new();
+        assert!(matches!(
+            hub.post("", "sys", "x").await,
+            Err(PostError::InvalidRoom(NameError::Empty))
+        ));
+        assert!(!hub.kick("r", "\u{0}", "x").await);
+        assert_eq!(hub.room("\u{0}").await, None);
+        assert!(hub.rooms().await.is_empty());
     }
 }

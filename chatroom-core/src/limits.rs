@@ -66,3 +66,26 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_protocols() {
+        let l = Limits::default();
+        assert_eq!(l.join_timeout, Duration::from_secs(10));
+        assert_eq!(l.resume_grace, Duration::from_secs(15));
+        assert_eq!(l.history, 100);
+        assert_eq!(
+            (l.max_name_chars, l.max_room_chars, l.max_message_chars),
+            (32, 64, 4000)
+        );
+        assert_eq!((l.rate_burst, l.rate_per_sec), (20, 10));
+        assert_eq!(
+            (l.flood_rejections, l.flood_window),
+            (50, Duration::from_secs(10))
+        );
+        assert_eq!(l.max_frame_bytes, 16 * 1024);
+    }
+}

@@ -229,6 +229,16 @@ impl Backplane for LocalBackplane {
         })
     }
 
+    #[cfg(test)]
+    fn inject_fault(&self, room: NameKey) -> BoxFuture<'_, ()> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            if let Some(h) = handle {
+                let _ = h.0.send(Command::Fault).await;
+            }
+        })
+    }
+
     fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
@@ -343,6 +353,9 @@ enum Command {
         reason: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Panics inside the room task, as a bug would.
+    #[cfg(test)]
+    Fault,
 }
 
 /// The room task's end of a present member's connection.
@@ -449,6 +462,8 @@ impl RoomActor {
                     let _ = reply.send(());
                 }
                 Command::Send { .. } | Command::Rename { .. } | Command::Disconnect { .. } => {}
+                #[cfg(test)]
+                Command::Fault => {}
             }
         }
     }
@@ -510,6 +525,8 @@ impl RoomActor {
                 let _ = reply.send(Some(event.event.id()));
                 self.deliver(&event, None).await;
             }
+            #[cfg(test)]
+            Command::Fault => panic!("injected room fault"),
             Command::Kick {
                 name,
                 reason,
@@ -622,10 +639,9 @@ impl RoomActor {
         for (member, slow) in dropped {
             self.drop_member(member, slow);
         }
-        self.shared
-            .hooks
-            .on_event(self.room.name(), &event.event)
-            .await;
+        let hooks = &self.shared.hooks;
+        let name = self.room.name();
+        crate::hooks::guarded("on_event", || hooks.on_event(name, &event.event)).await;
     }
 
     /// Queues a frame for one member.
@@ -668,6 +684,87 @@ impl RoomActor {
             if let Some(frame) = close {
                 let _ = link.close.send(frame);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::future::BoxFuture;
+
+    use crate::protocol::Event;
+    use crate::testing::{Closed, TestClient};
+    use crate::{Hooks, Hub, RoomName, close_code};
+
+    #[tokio::test]
+    async fn members_of_a_failed_room_are_closed_with_1011_and_the_room_can_start_again() {
+        let hub = Hub::new();
+        let mut a = TestClient::connect(&hub);
+        a.join("r", "A").await.expect("joins");
+        let key = RoomName::parse("r").expect("valid").key().clone();
+        hub.backplane().inject_fault(key).await;
+        match a.recv().await {
+            Err(Closed::Close(f)) => assert_eq!(f.code, close_code::INTERNAL),
+            other => panic!("expected 1011, got {other:?}"),
+        }
+        // The dead room is replaced on the next join.
+        let mut b = TestClient::connect(&hub);
+        let w = b.join("r", "B").await.expect("a fresh room");
+        assert_eq!(w.members, ["B"]);
+    }
+
+    /// Holds the room task inside `on_event` for a `left` until the gate opens.
+    struct Gate(Arc<tokio::sync::Semaphore>);
+
+    impl Hooks for Gate {
+        fn on_event<'a>(&'a self, _: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                if matches!(event, Event::Left(_)) {
+                    let _ = self.0.acquire().await.map(|p| p.forget());
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_queued_behind_the_last_leave_gets_a_new_room() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let hub = Hub::builder().hooks(Gate(gate.clone())).build();
+        let mut a = TestClient::connect(&hub);
+        a.join("r", "A").await.expect("joins");
+        a.send_json(&serde_json::json!({"type": "leave"})).await;
+        // The room task is now held in the hook for A's `left`; queue B's join behind it.
+        let mut b = TestClient::connect(&hub);
+        b.send_json(&serde_json::json!({"type": "join", "room": "R", "name": "B"}))
+            .await;
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1);
+        let w = b.welcome().await.expect("B's join lands in a new room");
+        assert_eq!((w.room.as_str(), w.last_id), ("R", 1));
+        assert_eq!(w.members, ["B"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn joins_racing_a_room_being_freed_always_land() {
+        let hub = Hub::new();
+        let mut tasks = Vec::new();
+        for who in ["A", "B"] {
+            let hub = hub.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200 {
+                    let mut c = TestClient::connect(&hub);
+                    let name = format!("{who}{i}");
+                    c.join("churn", &name).await.expect("every join lands");
+                    c.send_json(&serde_json::json!({"type": "leave"})).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("no panic");
         }
     }
 }

@@ -114,10 +114,10 @@ fn describe(e: &serde_json::Error) -> String {
         Category::Data => {
             let text = e.to_string();
             // Drop serde_json's " at line 1 column N" suffix: it only confuses clients.
-            match text.find(" at line ") {
-                Some(at) => format!("bad frame: {}", &text[..at]),
-                None => format!("bad frame: {text}"),
-            }
+            let head = text
+                .split_once(" at line ")
+                .map_or(text.as_str(), |(h, _)| h);
+            format!("bad frame: {head}")
         }
     }
 }

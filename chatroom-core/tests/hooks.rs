@@ -209,3 +209,52 @@ async fn the_host_can_post_system_messages_and_kick_members() {
     assert!(!hub.kick("r", "B", "again").await, "already gone");
     joined(&hub, "r", "B").await; // the name is free at once
 }
+
+/// Hooks with a bug: they panic on certain input.
+struct Buggy;
+
+impl Hooks for Buggy {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        assert_ne!(
+            attempt.name.as_str(),
+            "boom",
+            "bug in the host's join policy"
+        );
+        Box::pin(async { Verdict::Allow })
+    }
+
+    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
+        Box::pin(async move {
+            assert_ne!(attempt.text, "boom", "bug in the host's filter");
+            Filter::Allow
+        })
+    }
+
+    fn on_event<'a>(&'a self, _: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
+        let explode = matches!(event, Event::Message(m) if &*m.text == "explode");
+        Box::pin(async move { assert!(!explode, "bug in the host's observer") })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_hook_is_answered_internal_and_nothing_else_breaks() {
+    let hub = Hub::builder().hooks(Buggy).build();
+    let mut a = TestClient::connect(&hub);
+    send(
+        &a,
+        json!({"type": "join", "room": "r", "name": "boom", "ref": 1}),
+    )
+    .await;
+    assert_eq!(expect_error(&mut a, "internal").await, Some(json!(1)));
+    a.join("r", "A").await.expect("the connection still works");
+    send(&a, json!({"type": "send", "text": "boom", "ref": 2})).await;
+    assert_eq!(expect_error(&mut a, "internal").await, Some(json!(2)));
+    send(&a, json!({"type": "send", "text": "explode"})).await;
+    send(&a, json!({"type": "send", "text": "after"})).await;
+    for text in ["explode", "after"] {
+        let Event::Message(m) = expect_event(&mut a).await else {
+            panic!()
+        };
+        assert_eq!(&*m.text, text, "the room survived its observer's panic");
+    }
+}
