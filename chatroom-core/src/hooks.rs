@@ -4,6 +4,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -13,13 +14,14 @@ use crate::protocol::Event;
 
 /// What the adapter knows about a connection, filled from the HTTP request.
 ///
-/// Host applications put their own identity here (an adapter copies it from a request
-/// extension set by the app's auth middleware) and read it back in [`Hooks`].
-#[derive(Default)]
+/// Host applications put their own identity here and read it back in [`Hooks`]. The
+/// adapters start from a `ConnectionContext` found in the request's extensions (insert
+/// one in your auth middleware) and fill in the peer address.
+#[derive(Default, Clone)]
 pub struct ConnectionContext {
     /// The peer's socket address, when the transport knows it.
     pub peer_addr: Option<SocketAddr>,
-    extensions: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl ConnectionContext {
@@ -36,7 +38,7 @@ impl ConnectionContext {
 
     /// Stores a value of type `T`, replacing any earlier one.
     pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
-        self.extensions.insert(TypeId::of::<T>(), Box::new(value));
+        self.extensions.insert(TypeId::of::<T>(), Arc::new(value));
     }
 
     /// The value of type `T`, if one was stored.

@@ -14,6 +14,7 @@ use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict, gua
 use crate::limits::Limits;
 use crate::local::LocalBackplane;
 use crate::name::{DisplayName, NameError, RoomName};
+use crate::origin::OriginPolicy;
 use crate::protocol::Ref;
 use crate::room::check_message;
 use crate::token::ResumeToken;
@@ -30,6 +31,7 @@ pub struct Hub {
 
 struct Inner {
     limits: Arc<Limits>,
+    origins: OriginPolicy,
     hooks: Arc<dyn Hooks>,
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
@@ -55,6 +57,7 @@ impl Default for Hub {
 #[derive(Default)]
 pub struct HubBuilder {
     limits: Limits,
+    origins: OriginPolicy,
     hooks: Option<Arc<dyn Hooks>>,
 }
 
@@ -62,6 +65,12 @@ impl HubBuilder {
     /// Uses these limits instead of the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Which web origins the adapters let open a WebSocket (default: the same host).
+    pub fn origins(mut self, origins: OriginPolicy) -> Self {
+        self.origins = origins;
         self
     }
 
@@ -86,6 +95,7 @@ impl HubBuilder {
         Hub {
             inner: Arc::new(Inner {
                 limits,
+                origins: self.origins,
                 hooks,
                 backplane,
                 cancel,
@@ -148,6 +158,11 @@ impl Hub {
     /// The limits this hub enforces.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// Which web origins may open a WebSocket; adapters check it before upgrading.
+    pub fn origins(&self) -> &OriginPolicy {
+        &self.inner.origins
     }
 
     pub(crate) fn limits_arc(&self) -> Arc<Limits> {

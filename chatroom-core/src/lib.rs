@@ -54,6 +54,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
 mod backplane;
 mod connection;
 pub mod error;
@@ -62,6 +63,7 @@ mod hub;
 mod limits;
 mod local;
 pub mod name;
+mod origin;
 pub mod protocol;
 pub mod room;
 pub mod testing;
@@ -76,4 +78,5 @@ pub use hooks::{
 pub use hub::{Hub, HubBuilder, NameCheck, PostError};
 pub use limits::Limits;
 pub use name::{DisplayName, NameError, NameKey, RoomName};
+pub use origin::OriginPolicy;
 pub use token::ResumeToken;
