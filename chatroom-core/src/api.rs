@@ -40,6 +40,15 @@ impl ApiResponse {
         )
     }
 
+    /// The 403 answer to a WebSocket upgrade from an origin the policy does not allow.
+    pub fn origin_rejected() -> ApiResponse {
+        ApiResponse::error(
+            403,
+            "forbidden_origin",
+            "this origin may not open a chat connection",
+        )
+    }
+
     /// The 404 answer for a path the API does not serve.
     pub fn not_found() -> ApiResponse {
         ApiResponse::error(404, "not_found", "no such resource")

@@ -114,7 +114,9 @@ const BATCH: usize = 64;
 
 /// Why the connection ends.
 enum Ending {
-    /// The peer went away (stream ended, keepalive timed out): no close frame.
+    /// The peer closed the connection (its stream ended).
+    PeerClosed,
+    /// The peer stopped answering keepalive pings: dropped without a close frame.
     PeerGone,
     /// Close with this frame.
     Close(CloseFrame),
@@ -233,7 +235,7 @@ where
             Step::Shutdown => Err(Ending::Close(CloseFrame::going_away())),
             Step::Queued(Some(frame)) => d.write(Outgoing::Text(frame), true).await,
             Step::Queued(None) => Err(d.released_by_room(&cancel)),
-            Step::Incoming(None) => Err(Ending::PeerGone),
+            Step::Incoming(None) => Err(Ending::PeerClosed),
             Step::Incoming(Some(frame)) => d.on_incoming(frame).await,
             Step::Timer => d.on_timer().await,
         };
@@ -528,8 +530,7 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
     }
 
     async fn finish(mut self, ending: Ending) {
-        let dropped = matches!(ending, Ending::Dropped);
-        if dropped {
+        if matches!(ending, Ending::Dropped) {
             // The room already let go of the member.
             self.joined = None;
         }
@@ -537,12 +538,21 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             let m = j.membership;
             m.room.disconnect(m.member, m.link).await;
         }
-        if let Ending::Close(frame) = ending {
-            tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
-            let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.send(Outgoing::Close(frame))).await;
-        }
-        if !dropped {
-            let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.close()).await;
+        match ending {
+            Ending::Close(frame) => {
+                tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
+                let close = async {
+                    self.sink.send(Outgoing::Close(frame)).await?;
+                    self.sink.close().await
+                };
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, close).await;
+            }
+            Ending::PeerClosed => {
+                // Let the transport finish its side of the closing handshake.
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.flush()).await;
+            }
+            // Dropped outright: no close frame.
+            Ending::PeerGone | Ending::Dropped | Ending::SinkBroken => {}
         }
     }
 }

@@ -1,0 +1,202 @@
+//! Live chat rooms in an axum service: a [`router`] to nest, or a [`websocket`]
+//! handler for your own route. All behaviour lives in [`chatroom_core`]; this crate only
+//! converts axum's WebSocket messages and serves the HTTP API.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use chatroom_axum::chatroom_core::{Hub, Limits};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let hub = Hub::builder().limits(Limits::default()).build();
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "my app" }))
+//!         .nest("/chat", chatroom_axum::router(hub.clone())); // /chat/ws, /chat/rooms, ...
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     axum::serve(listener, app)
+//!         .with_graceful_shutdown(async move {
+//!             let _ = tokio::signal::ctrl_c().await;
+//!             hub.shutdown().await; // every chat connection closes with 1001
+//!         })
+//!         .await
+//! }
+//! ```
+//!
+//! # Routes
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /ws` | the WebSocket of docs/protocol.md |
+//! | `GET /rooms` | `[{"room": "General", "members": 2}]` |
+//! | `GET /rooms/{room}` | `{"room": "General", "members": ["Alice", "Bob"]}` or 404 |
+//! | `GET /rooms/{room}/names/{name}` | `{"available": bool, "reason": "name_taken" \| "invalid_name" \| null}` |
+//!
+//! # Your own identity in the join policy
+//!
+//! The [`Hooks`](chatroom_core::Hooks) of the hub get a
+//! [`ConnectionContext`]. If your auth middleware inserts one into the request's
+//! extensions (`request.extensions_mut().insert(ConnectionContext::new().with(user))`),
+//! the adapter starts from it, so `authorize_join` can read `context.get::<User>()`.
+//! The peer address is filled from `ConnectInfo<SocketAddr>` when the app is served
+//! with `into_make_service_with_connect_info`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::future::ready;
+use std::net::SocketAddr;
+use std::task::Poll;
+
+use axum::Router;
+use axum::extract::ws::{self, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use chatroom_core::api::{self, ApiResponse};
+use chatroom_core::{ConnectionContext, Hub, Incoming, Outgoing};
+use futures_util::{SinkExt, StreamExt};
+
+pub use chatroom_core;
+
+/// Read buffer per connection. Client frames are small (16 KiB at most by default), and
+/// tungstenite grows the buffer when a frame needs it.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes buffered before a write goes to the socket; a flush always writes everything.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// Past this much unsent data (a peer that stopped reading) writes fail and the member
+/// becomes away.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// The chat routes (`/ws`, `/rooms`, `/rooms/{room}`, `/rooms/{room}/names/{name}`),
+/// ready to `nest` under any prefix in an app with any state.
+pub fn router<S>(hub: Hub) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/ws", get(websocket))
+        .route("/rooms", get(rooms))
+        .route("/rooms/{room}", get(room))
+        .route("/rooms/{room}/names/{name}", get(name_check))
+        .with_state(hub)
+}
+
+/// The WebSocket handler, for apps that want their own route:
+/// `.route("/live", get(chatroom_axum::websocket))` with a state from which a [`Hub`]
+/// can be taken (`Hub: FromRef<YourState>`).
+pub async fn websocket(
+    State(hub): State<Hub>,
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> Response {
+    upgrade(&hub, ws, &headers, &extensions)
+}
+
+/// Checks the origin, applies the hub's limits to the socket, and upgrades; the lowest
+/// level entry point, for handlers that extract the request themselves.
+pub fn upgrade(
+    hub: &Hub,
+    ws: WebSocketUpgrade,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Response {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if !hub
+        .origins()
+        .allows(header(header::ORIGIN), header(header::HOST))
+    {
+        tracing::debug!(origin = ?header(header::ORIGIN), "refused a cross-origin WebSocket");
+        return respond(ApiResponse::origin_rejected());
+    }
+    let mut context = extensions
+        .get::<ConnectionContext>()
+        .cloned()
+        .unwrap_or_default();
+    if context.peer_addr.is_none() {
+        context.peer_addr = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+    }
+    let max = hub.limits().max_frame_bytes;
+    let hub = hub.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| serve_socket(hub, socket, context))
+}
+
+/// Serves an upgraded socket until it closes.
+pub async fn serve_socket(hub: Hub, socket: WebSocket, context: ConnectionContext) {
+    let (sink, mut stream) = socket.split();
+    let mut ended = false;
+    let incoming = futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return Poll::Ready(None);
+        }
+        let next = match stream.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item.and_then(to_incoming),
+        };
+        ended = next.is_none();
+        Poll::Ready(next)
+    });
+    let outgoing = sink.with(|frame| ready(to_message(frame)));
+    futures_util::pin_mut!(outgoing);
+    hub.serve(context, incoming, outgoing).await;
+}
+
+/// A client message as the core's frame; `None` ends the connection.
+fn to_incoming(item: Result<Message, axum::Error>) -> Option<Incoming> {
+    match item {
+        Ok(Message::Text(text)) => Some(Incoming::Text(Bytes::from(text))),
+        Ok(Message::Binary(_)) => Some(Incoming::Binary),
+        Ok(Message::Ping(_) | Message::Pong(_)) => Some(Incoming::Pong),
+        Ok(Message::Close(_)) => None,
+        Err(e) => match e.into_inner().downcast::<tungstenite::Error>() {
+            Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => Some(Incoming::TooLarge),
+            _ => None,
+        },
+    }
+}
+
+fn to_message(frame: Outgoing) -> Result<Message, axum::Error> {
+    Ok(match frame {
+        Outgoing::Text(text) => {
+            Message::Text(Utf8Bytes::try_from(text.bytes()).map_err(axum::Error::new)?)
+        }
+        Outgoing::Ping => Message::Ping(Bytes::new()),
+        Outgoing::Close(close) => Message::Close(Some(ws::CloseFrame {
+            code: close.code,
+            reason: close.reason.into(),
+        })),
+    })
+}
+
+async fn rooms(State(hub): State<Hub>) -> Response {
+    respond(api::rooms(&hub).await)
+}
+
+async fn room(State(hub): State<Hub>, Path(room): Path<String>) -> Response {
+    respond(api::room(&hub, &room).await)
+}
+
+async fn name_check(
+    State(hub): State<Hub>,
+    Path((room, name)): Path<(String, String)>,
+) -> Response {
+    respond(api::name_check(&hub, &room, &name).await)
+}
+
+fn respond(answer: ApiResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.body,
+    )
+        .into_response()
+}

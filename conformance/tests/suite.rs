@@ -1,0 +1,641 @@
+//! The conformance suite: every case is written once and run against both adapters,
+//! each serving for real on 127.0.0.1:0 and driven by a real WebSocket client.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use chatroom_conformance::{Adapter, Client, Ended, Server};
+use chatroom_core::{ConnectionContext, Hooks, Hub, JoinAttempt, Limits, OriginPolicy, Verdict};
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+
+fn hub(limits: Limits) -> Hub {
+    Hub::builder().limits(limits).build()
+}
+
+fn start(adapter: Adapter) -> Server {
+    Server::start(adapter, hub(Limits::default()))
+}
+
+/// The same body, one test per adapter.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod axum {
+            $(#[tokio::test] async fn $case() { super::$case(super::Adapter::Axum).await })*
+        }
+        mod actix {
+            $(#[tokio::test] async fn $case() { super::$case(super::Adapter::Actix).await })*
+        }
+    };
+}
+
+suite!(
+    join_welcome_events_and_acks,
+    bad_frames_keep_the_connection,
+    not_joined_and_already_joined,
+    join_errors_and_a_retry_on_the_same_socket,
+    room_full,
+    forbidden_by_the_host_policy,
+    message_errors,
+    rate_limit_and_flood_close,
+    join_timeout_closes_with_1008,
+    leave_frees_the_name_and_keeps_the_socket,
+    rename_and_its_errors,
+    resume_after_the_tcp_connection_dropped,
+    resume_takes_over_a_still_open_connection,
+    unknown_resume_tokens_fail,
+    an_away_member_is_left_after_the_grace_period,
+    a_frame_over_the_limit_closes_with_1009,
+    kick_closes_with_4003,
+    keepalive_drops_a_silent_peer,
+    slow_consumer_is_cut_off,
+    cross_origin_upgrades_are_refused,
+    graceful_shutdown_closes_with_1001,
+    http_api,
+    nested_under_a_prefix_in_an_app_with_state,
+);
+
+async fn join_welcome_events_and_acks(adapter: Adapter) {
+    let server = start(adapter);
+    let mut bob = server.connect().await;
+    bob.join("General", "Bob").await;
+    let mut alice = server.connect().await;
+    alice
+        .send(json!({"type": "join", "room": "general", "name": "Alice", "ref": "j1"}))
+        .await;
+    let w = alice.expect("welcome").await;
+    assert_eq!(w["room"], "General");
+    assert_eq!(w["name"], "Alice");
+    assert_eq!(w["members"], json!(["Bob", "Alice"]));
+    assert_eq!(w["last_id"], 2);
+    assert_eq!(w["gap"], false);
+    assert_eq!(w["ref"], "j1");
+    assert_eq!(w["resume"].as_str().map(str::len), Some(32));
+    let history = w["history"].as_array().expect("history");
+    assert_eq!(
+        history.last().map(|e| e["type"].clone()),
+        Some(json!("joined"))
+    );
+    let joined = bob.expect("joined").await;
+    assert_eq!(
+        (joined["id"].clone(), joined["name"].clone()),
+        (json!(2), json!("Alice"))
+    );
+    assert!(
+        joined["ts"]
+            .as_u64()
+            .is_some_and(|ts| ts > 1_700_000_000_000)
+    );
+
+    let text = "héllo <script>alert(1)</script>\n  ";
+    alice
+        .send(json!({"type": "send", "text": text, "ref": 7}))
+        .await;
+    for c in [&mut alice, &mut bob] {
+        let m = c.expect("message").await;
+        assert_eq!(
+            (m["id"].clone(), m["from"].clone(), m["text"].clone()),
+            (json!(3), json!("Alice"), json!(text))
+        );
+    }
+    let ack = alice.expect("ack").await;
+    assert_eq!(
+        (ack["ref"].clone(), ack["id"].clone()),
+        (json!(7), json!(3))
+    );
+    // No ref, no ack: the next frame Alice sees is Bob's message.
+    alice.send(json!({"type": "send", "text": "quiet"})).await;
+    bob.send(json!({"type": "send", "text": "hi"})).await;
+    assert_eq!(alice.expect("message").await["text"], "quiet");
+    assert_eq!(alice.expect("message").await["text"], "hi");
+}
+
+async fn bad_frames_keep_the_connection(adapter: Adapter) {
+    let server = start(adapter);
+    let mut c = server.connect().await;
+    c.join("r", "A").await;
+    for bad in [
+        "not json",
+        "[]",
+        r#"{"type":"dance"}"#,
+        r#"{"type":"send"}"#,
+        r#"{"type":"send","text":1}"#,
+        r#"{"type":"send","text":"x","ref":true}"#,
+    ] {
+        c.send_text(bad).await;
+        c.expect_error("bad_frame").await;
+    }
+    c.send_text(r#"{"type":"dance","ref":"r9"}"#).await;
+    assert_eq!(c.expect_error("bad_frame").await["ref"], "r9");
+    c.send_binary(b"\x00\x01").await;
+    c.expect_error("bad_frame").await;
+    c.send(json!({"type": "send", "text": "still here", "extra": [1, 2]}))
+        .await;
+    assert_eq!(c.expect("message").await["text"], "still here");
+}
+
+async fn not_joined_and_already_joined(adapter: Adapter) {
+    let server = start(adapter);
+    let mut c = server.connect().await;
+    for frame in [
+        json!({"type": "send", "text": "x", "ref": 1}),
+        json!({"type": "rename", "name": "B", "ref": 2}),
+        json!({"type": "leave", "ref": 3}),
+    ] {
+        let r = frame["ref"].clone();
+        c.send(frame).await;
+        assert_eq!(c.expect_error("not_joined").await["ref"], r);
+    }
+    c.join("r", "A").await;
+    c.send(json!({"type": "join", "room": "s", "name": "B", "ref": 4}))
+        .await;
+    assert_eq!(c.expect_error("already_joined").await["ref"], 4);
+}
+
+async fn join_errors_and_a_retry_on_the_same_socket(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "Alice").await;
+    let mut c = server.connect().await;
+    let long_name = "n".repeat(33);
+    let long_room = "r".repeat(65);
+    for (room, name, code) in [
+        ("r", "", "invalid_name"),
+        ("r", "a\nb", "invalid_name"),
+        ("r", long_name.as_str(), "invalid_name"),
+        ("  ", "x", "invalid_room"),
+        (long_room.as_str(), "x", "invalid_room"),
+        ("R", "ALICE", "name_taken"),
+        ("r", "Ａｌｉｃｅ", "name_taken"),
+        ("r", "\u{410}lice", "name_taken"),
+    ] {
+        c.send(json!({"type": "join", "room": room, "name": name}))
+            .await;
+        c.expect_error(code).await;
+    }
+    let w = c.join("r", "Bob").await;
+    assert_eq!(w["members"], json!(["Alice", "Bob"]));
+}
+
+async fn room_full(adapter: Adapter) {
+    let server = Server::start(
+        adapter,
+        hub(Limits {
+            max_members: 1,
+            ..Limits::default()
+        }),
+    );
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut b = server.connect().await;
+    b.send(json!({"type": "join", "room": "r", "name": "B", "ref": 1}))
+        .await;
+    assert_eq!(b.expect_error("room_full").await["ref"], 1);
+}
+
+struct NoRoot;
+
+impl Hooks for NoRoot {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        let root = attempt.name.as_str().eq_ignore_ascii_case("root");
+        Box::pin(async move {
+            if root {
+                Verdict::Deny("that name is reserved".into())
+            } else {
+                Verdict::Allow
+            }
+        })
+    }
+}
+
+async fn forbidden_by_the_host_policy(adapter: Adapter) {
+    let server = Server::start(adapter, Hub::builder().hooks(NoRoot).build());
+    let mut c = server.connect().await;
+    c.send(json!({"type": "join", "room": "r", "name": "root", "ref": 1}))
+        .await;
+    let e = c.expect_error("forbidden").await;
+    assert_eq!(e["message"], "that name is reserved");
+    c.join("r", "user").await;
+}
+
+async fn message_errors(adapter: Adapter) {
+    let server = start(adapter);
+    let mut c = server.connect().await;
+    c.join("r", "A").await;
+    c.send(json!({"type": "send", "text": " \t\n", "ref": 1}))
+        .await;
+    assert_eq!(c.expect_error("empty_message").await["ref"], 1);
+    c.send(json!({"type": "send", "text": "x".repeat(4001), "ref": 2}))
+        .await;
+    assert_eq!(c.expect_error("message_too_long").await["ref"], 2);
+    c.send(json!({"type": "send", "text": "😀".repeat(4000), "ref": 3}))
+        .await;
+    assert_eq!(
+        c.expect("message").await["id"],
+        2,
+        "4000 characters is the limit"
+    );
+}
+
+async fn rate_limit_and_flood_close(adapter: Adapter) {
+    let server = start(adapter);
+    let mut c = server.connect().await;
+    c.join("r", "A").await;
+    // The join took a token; 19 more pass (a few more if the bucket refills meanwhile,
+    // at 10 per second), the rest are limited; the 50th rejection within 10 s is
+    // answered and then the connection closes with 1008.
+    for _ in 0..(19 + 55) {
+        c.send_text("{}").await;
+    }
+    let (mut bad, mut limited) = (0, 0);
+    let ended = loop {
+        match c.next().await {
+            Ok(frame) if frame["code"] == "bad_frame" => bad += 1,
+            Ok(frame) if frame["code"] == "rate_limited" => limited += 1,
+            Ok(frame) => panic!("unexpected {frame}"),
+            Err(e) => break e,
+        }
+    };
+    assert!((19..=24).contains(&bad), "bad_frame answers: {bad}");
+    assert_eq!(limited, 50);
+    assert_eq!(ended, Ended::Close(1008, "flooding".into()));
+}
+
+async fn join_timeout_closes_with_1008(adapter: Adapter) {
+    let server = Server::start(
+        adapter,
+        hub(Limits {
+            join_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        }),
+    );
+    let mut c = server.connect().await;
+    assert_eq!(c.ended().await, Ended::Close(1008, "join timeout".into()));
+}
+
+async fn leave_frees_the_name_and_keeps_the_socket(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut b = server.connect().await;
+    let wb = b.join("r", "B").await;
+    a.expect("joined").await;
+    b.send(json!({"type": "leave", "ref": 5})).await;
+    let left = a.expect("left").await;
+    assert_eq!(
+        (left["name"].clone(), left["id"].clone()),
+        (json!("B"), json!(3))
+    );
+    // No `left` or `ack` for the leaver; its token is void; the socket joins again.
+    b.send(json!({"type": "join", "room": "r", "name": "B", "resume": wb["resume"], "since": 2}))
+        .await;
+    b.expect_error("resume_failed").await;
+    let w = b.join("r", "b").await;
+    assert_eq!(w["members"], json!(["A", "b"]));
+}
+
+async fn rename_and_its_errors(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "Carol").await;
+    let mut b = server.connect().await;
+    b.join("r", "Bob").await;
+    a.expect("joined").await;
+    a.send(json!({"type": "rename", "name": "BOB", "ref": 1}))
+        .await;
+    assert_eq!(a.expect_error("name_taken").await["ref"], 1);
+    a.send(json!({"type": "rename", "name": "", "ref": 2}))
+        .await;
+    a.expect_error("invalid_name").await;
+    a.send(json!({"type": "rename", "name": "CAROL", "ref": 3}))
+        .await;
+    for c in [&mut a, &mut b] {
+        let r = c.expect("renamed").await;
+        assert_eq!(
+            (r["from"].clone(), r["to"].clone(), r["id"].clone()),
+            (json!("Carol"), json!("CAROL"), json!(3))
+        );
+    }
+    assert_eq!(a.expect("ack").await["id"], 3);
+    let (_, body) = server.get("/rooms/r").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["members"],
+        json!(["CAROL", "Bob"])
+    );
+}
+
+async fn resume_after_the_tcp_connection_dropped(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut b = server.connect().await;
+    let wb = b.join("r", "B").await;
+    a.expect("joined").await;
+    b.drop_tcp();
+    // Wait until the server has noticed (B is away, so still listed), then talk.
+    a.send(json!({"type": "send", "text": "m1"})).await;
+    a.send(json!({"type": "send", "text": "m2"})).await;
+    a.expect("message").await;
+    a.expect("message").await;
+    let mut b2 = server.connect().await;
+    b2.send(json!({"type": "join", "room": "r", "name": "B", "resume": wb["resume"], "since": wb["last_id"]}))
+        .await;
+    let w = b2.expect("welcome").await;
+    assert_eq!(w["name"], "B");
+    assert_eq!(w["gap"], false);
+    let texts: Vec<Value> = w["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| e["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("m1"), json!("m2")]);
+    assert_eq!(w["members"], json!(["A", "B"]));
+    // Seamless: A sees neither `left` nor a second `joined`, just B's next message.
+    b2.send(json!({"type": "send", "text": "back"})).await;
+    let m = a.expect("message").await;
+    assert_eq!(
+        (m["from"].clone(), m["text"].clone()),
+        (json!("B"), json!("back"))
+    );
+}
+
+async fn resume_takes_over_a_still_open_connection(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    let wa = a.join("r", "A").await;
+    let mut a2 = server.connect().await;
+    a2.send(json!({"type": "join", "room": "r", "name": "A", "resume": wa["resume"], "since": wa["last_id"]}))
+        .await;
+    let w = a2.expect("welcome").await;
+    assert_eq!(w["history"], json!([]));
+    assert_eq!(
+        a.ended().await,
+        Ended::Close(4001, "resumed elsewhere".into())
+    );
+    a2.send(json!({"type": "send", "text": "still me", "ref": 1}))
+        .await;
+    assert_eq!(a2.expect("message").await["from"], "A");
+}
+
+async fn unknown_resume_tokens_fail(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut c = server.connect().await;
+    for token in ["", "0123", "ffffffffffffffffffffffffffffffff"] {
+        c.send(json!({"type": "join", "room": "r", "name": "A", "resume": token, "since": 0, "ref": 1})).await;
+        assert_eq!(c.expect_error("resume_failed").await["ref"], 1);
+    }
+}
+
+async fn an_away_member_is_left_after_the_grace_period(adapter: Adapter) {
+    let server = Server::start(
+        adapter,
+        hub(Limits {
+            resume_grace: Duration::from_millis(300),
+            ..Limits::default()
+        }),
+    );
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut b = server.connect().await;
+    let wb = b.join("r", "B").await;
+    a.expect("joined").await;
+    b.close().await;
+    let left = a.expect("left").await;
+    assert_eq!(left["name"], "B");
+    let mut b2 = server.connect().await;
+    b2.send(json!({"type": "join", "room": "r", "name": "B", "resume": wb["resume"], "since": 0}))
+        .await;
+    b2.expect_error("resume_failed").await;
+    b2.join("r", "B").await;
+}
+
+async fn a_frame_over_the_limit_closes_with_1009(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut big = server.connect().await;
+    big.join("r", "Big").await;
+    a.expect("joined").await;
+    big.send(json!({"type": "send", "text": "x".repeat(17 * 1024)}))
+        .await;
+    assert!(matches!(big.ended().await, Ended::Close(1009, _)));
+    // The sender is away: still listed, the room works on.
+    let (_, body) = server.get("/rooms/r").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["members"],
+        json!(["A", "Big"])
+    );
+    a.send(json!({"type": "send", "text": "ok"})).await;
+    assert_eq!(a.expect("message").await["text"], "ok");
+}
+
+async fn kick_closes_with_4003(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut b = server.connect().await;
+    b.join("r", "B").await;
+    a.expect("joined").await;
+    assert!(server.hub.kick("r", "B", "").await);
+    assert_eq!(b.ended().await, Ended::Close(4003, "removed".into()));
+    assert_eq!(a.expect("left").await["name"], "B");
+}
+
+async fn keepalive_drops_a_silent_peer(adapter: Adapter) {
+    let server = Server::start(
+        adapter,
+        hub(Limits {
+            ping_interval: Some(Duration::from_millis(100)),
+            ping_timeout: Duration::from_millis(150),
+            ..Limits::default()
+        }),
+    );
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut silent = server.connect().await;
+    silent.join("r", "S").await;
+    a.expect("joined").await;
+    // A keeps talking (and its client so answers pings); S reads nothing for a while.
+    for _ in 0..12 {
+        a.send(json!({"type": "send", "text": "tick"})).await;
+        a.expect("message").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.send(json!({"type": "send", "text": "alive", "ref": 1}))
+        .await;
+    assert_eq!(a.expect("message").await["text"], "alive");
+    let (_, body) = server.get("/rooms/r").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["members"],
+        json!(["A", "S"]),
+        "away, not gone"
+    );
+    // The silent peer was dropped without a close frame.
+    assert_eq!(silent.ended().await, Ended::Dropped);
+}
+
+async fn slow_consumer_is_cut_off(adapter: Adapter) {
+    let server = Server::start(
+        adapter,
+        hub(Limits {
+            outgoing_queue: 16,
+            rate_burst: 10_000,
+            ..Limits::default()
+        }),
+    );
+    let mut reader = server.connect().await;
+    reader.join("r", "Reader").await;
+    let mut stalled = server.connect_with_recv_buffer(8 * 1024).await;
+    stalled.join("r", "Stalled").await;
+    let mut sender = server.connect().await;
+    sender.join("r", "Sender").await;
+    reader.expect("joined").await;
+    reader.expect("joined").await;
+    // 16 kB messages, several MB in all: far more than the stalled client's socket,
+    // the server's send buffer and its queue can hold.
+    let text = "😀".repeat(4000);
+    let count: u64 = 300;
+    let reading = tokio::spawn(async move {
+        for i in 0..count {
+            let frame = reader.recv_text().await;
+            let head = format!(r#"{{"type":"message","id":{},"#, 4 + i);
+            assert!(
+                frame.starts_with(&head),
+                "every message, in order: {}",
+                &frame[..40]
+            );
+        }
+        reader
+    });
+    // The sender reads its own echo before sending on, so only the stalled one lags.
+    let frame = json!({"type": "send", "text": text}).to_string();
+    for _ in 0..count {
+        sender.send_text(&frame).await;
+        sender.recv_text().await;
+    }
+    let _reader = reading.await.expect("reader got everything");
+    match stalled.ended().await {
+        Ended::Close(code, reason) => assert_eq!((code, reason.as_str()), (1008, "slow consumer")),
+        Ended::Dropped => {}
+    }
+    let (_, body) = server.get("/rooms/r").await;
+    assert!(
+        body.contains("Stalled"),
+        "the slow consumer is away, not gone: {body}"
+    );
+}
+
+async fn cross_origin_upgrades_are_refused(adapter: Adapter) {
+    let server = start(adapter);
+    let url = server.ws_url();
+    assert_eq!(
+        Client::connect(&url, Some("http://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    let same = format!("http://{}", server.addr);
+    let mut ok = Client::connect(&url, Some(&same))
+        .await
+        .expect("same origin");
+    ok.join("r", "A").await;
+    Client::connect(&url, None)
+        .await
+        .expect("no origin: not a browser");
+    let listed = Server::start(
+        adapter,
+        Hub::builder()
+            .origins(OriginPolicy::List(vec!["https://app.example".into()]))
+            .build(),
+    );
+    let url = listed.ws_url();
+    Client::connect(&url, Some("https://app.example"))
+        .await
+        .expect("listed origin");
+    assert_eq!(Client::connect(&url, Some(&same)).await.err(), Some(403));
+}
+
+async fn graceful_shutdown_closes_with_1001(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut b = server.connect().await;
+    b.join("s", "B").await;
+    let mut idle = server.connect().await;
+    let stopping = tokio::spawn(server.shutdown());
+    for c in [&mut a, &mut b, &mut idle] {
+        assert!(matches!(c.ended().await, Ended::Close(1001, _)));
+    }
+    drop((a, b, idle));
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown completes")
+        .expect("no panic");
+}
+
+async fn http_api(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("General", "Alice").await;
+    let mut b = server.connect().await;
+    b.join("general", "Bob").await;
+    let mut c = server.connect().await;
+    c.join("Side room", "Carol").await;
+    let (status, body) = server.get("/rooms").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json"),
+        json!([{"room": "General", "members": 2}, {"room": "Side room", "members": 1}])
+    );
+    let (status, body) = server.get("/rooms/GENERAL").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json"),
+        json!({"room": "General", "members": ["Alice", "Bob"]})
+    );
+    let (status, body) = server.get("/rooms/Side%20room").await;
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&body).expect("json")["room"].clone()
+        ),
+        (200, json!("Side room"))
+    );
+    let (status, body) = server.get("/rooms/nowhere").await;
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).expect("json")["error"].is_string());
+    for (name, expected) in [
+        ("ALICE", json!({"available": false, "reason": "name_taken"})),
+        (
+            "%E2%80%8Bx",
+            json!({"available": false, "reason": "invalid_name"}),
+        ),
+        ("Dave", json!({"available": true, "reason": null})),
+    ] {
+        let (status, body) = server.get(&format!("/rooms/general/names/{name}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).expect("json"),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+async fn nested_under_a_prefix_in_an_app_with_state(adapter: Adapter) {
+    let server = Server::start_at(adapter, Hub::new(), "/chat");
+    assert_eq!(
+        chatroom_conformance::http_get(server.addr, "/hello").await,
+        (200, "hello".into()),
+        "the app's own route and state"
+    );
+    let mut a = server.connect().await; // ws://.../chat/ws
+    a.join("r", "A").await;
+    a.send(json!({"type": "send", "text": "nested"})).await;
+    assert_eq!(a.expect("message").await["text"], "nested");
+    assert_eq!(server.get("/rooms").await.0, 200);
+    let _unused = ConnectionContext::new();
+}
