@@ -281,11 +281,18 @@ pub enum Ended {
 impl Client {
     /// Connects, with an `Origin` header if given; an HTTP refusal gives its status.
     pub async fn connect(url: &str, origin: Option<&str>) -> Result<Client, u16> {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        Client::connect_with_headers(url, &headers).await
+    }
+
+    /// Connects with extra request headers; an HTTP refusal gives its status.
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
         let mut request = url.into_client_request().expect("request");
-        if let Some(origin) = origin {
+        for (name, value) in headers {
+            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name");
             request
                 .headers_mut()
-                .insert("origin", origin.parse().expect("header value"));
+                .insert(name, value.parse().expect("header value"));
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => Ok(Client { ws }),

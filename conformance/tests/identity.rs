@@ -1,0 +1,135 @@
+//! The documented way to hand the host application's identity to the join policy:
+//! middleware puts a `ConnectionContext` into the request's extensions, and the hub's
+//! `authorize_join` hook reads it back. One test per framework, since middleware is
+//! framework-specific.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
+use std::net::SocketAddr;
+
+use chatroom_conformance::Client;
+use chatroom_core::{ConnectionContext, Hooks, Hub, JoinAttempt, Verdict};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+
+#[derive(Clone, Debug)]
+struct User(String);
+
+/// Only signed-in users may join, and only under their own name.
+struct SignedIn;
+
+impl Hooks for SignedIn {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        let verdict = match attempt.context.get::<User>() {
+            None => Verdict::Deny("sign in first".into()),
+            Some(User(user)) if user != attempt.name.as_str() => {
+                Verdict::Deny(format!("you are {user}"))
+            }
+            Some(_) => Verdict::Allow,
+        };
+        assert!(
+            attempt.context.peer_addr.is_some(),
+            "the adapter fills the peer address"
+        );
+        Box::pin(std::future::ready(verdict))
+    }
+}
+
+fn context_from(header: Option<&str>) -> Option<ConnectionContext> {
+    header.map(|user| ConnectionContext::new().with(User(user.to_owned())))
+}
+
+async fn check(addr: SocketAddr) {
+    let url = format!("ws://{addr}/ws");
+    let mut anonymous = Client::connect(&url, None).await.expect("upgrade");
+    anonymous
+        .send(json!({"type": "join", "room": "r", "name": "alice"}))
+        .await;
+    assert_eq!(
+        anonymous.expect_error("forbidden").await["message"],
+        "sign in first"
+    );
+    let mut alice = Client::connect_with_headers(&url, &[("x-user", "alice")])
+        .await
+        .expect("upgrade");
+    alice
+        .send(json!({"type": "join", "room": "r", "name": "bob"}))
+        .await;
+    assert_eq!(
+        alice.expect_error("forbidden").await["message"],
+        "you are alice"
+    );
+    alice.join("r", "alice").await;
+}
+
+#[tokio::test]
+async fn axum_middleware_identity_reaches_the_join_policy() {
+    use axum::extract::Request;
+    use axum::middleware::{Next, from_fn};
+    let hub = Hub::builder().hooks(SignedIn).build();
+    let app = chatroom_axum::router::<()>(hub).layer(from_fn(
+        |mut req: Request, next: Next| async move {
+            let user = req
+                .headers()
+                .get("x-user")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(context) = context_from(user.as_deref()) {
+                req.extensions_mut().insert(context);
+            }
+            next.run(req).await
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    check(addr).await;
+}
+
+#[tokio::test]
+async fn actix_middleware_identity_reaches_the_join_policy() {
+    use actix_web::dev::Service;
+    use actix_web::{App, HttpMessage, HttpServer};
+    let hub = Hub::builder().hooks(SignedIn).build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap_fn(|req, srv| {
+                        let user = req
+                            .headers()
+                            .get("x-user")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        if let Some(context) = context_from(user.as_deref()) {
+                            req.extensions_mut().insert(context);
+                        }
+                        srv.call(req)
+                    })
+                    .configure(chatroom_actix::configure(hub.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .expect("listen")
+            .run();
+            ready_tx
+                .send(actix_web::rt::System::current())
+                .expect("report");
+            let _ = server.await;
+        });
+    });
+    let system = ready_rx.recv().expect("started");
+    check(addr).await;
+    system.stop();
+}
