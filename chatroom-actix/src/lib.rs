@@ -45,16 +45,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::future::ready;
+use std::future::{Future, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError, Session};
 use bytes::Bytes;
 use bytestring::ByteString;
 use chatroom_core::api::{self, ApiResponse};
-use chatroom_core::{ConnectionContext, Hub, Incoming, Outgoing};
+use chatroom_core::{ConnectionContext, ConnectionEnd, Hub, Incoming, Outgoing};
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::oneshot;
 
 pub use chatroom_core;
 
@@ -86,6 +90,14 @@ pub async fn websocket(
         return Ok(respond(ApiResponse::origin_rejected()));
     }
     let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (abort, aborted) = oneshot::channel();
+    let response = response.map_body(|_, body| {
+        AbortableBody {
+            body,
+            aborted: Some(aborted),
+        }
+        .boxed()
+    });
     let max = hub.limits().max_frame_bytes;
     let stream = stream
         .max_frame_size(max)
@@ -101,8 +113,47 @@ pub async fn websocket(
     }
     let hub = hub.get_ref().clone();
     // actix-ws sessions are not `Send`: the connection runs on this worker's runtime.
-    actix_web::rt::spawn(serve_session(hub, context, session, stream));
+    actix_web::rt::spawn(async move {
+        if serve_session(hub, context, session, stream).await == ConnectionEnd::Dropped {
+            let _ = abort.send(());
+        }
+    });
     Ok(response)
+}
+
+/// The WebSocket response body, which fails on purpose when the connection was
+/// dropped without a closing handshake: actix would otherwise keep draining an upgraded
+/// connection's request body until the client goes away, and a failed body is the one
+/// way to make it drop the TCP connection now. (actix logs the failure at error level.)
+struct AbortableBody {
+    body: BoxBody,
+    /// `None` once the connection ended normally (the sender was dropped unused).
+    aborted: Option<oneshot::Receiver<()>>,
+}
+
+impl MessageBody for AbortableBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if let Some(aborted) = self.aborted.as_mut() {
+            match Pin::new(aborted).poll(cx) {
+                Poll::Ready(Ok(())) => {
+                    let dropped = "chat connection dropped without a close handshake";
+                    return Poll::Ready(Some(Err(dropped.into())));
+                }
+                Poll::Ready(Err(_)) => self.aborted = None,
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut self.body).poll_next(cx)
+    }
 }
 
 /// Serves an upgraded actix-ws session until it closes.
@@ -111,7 +162,7 @@ pub async fn serve_session(
     context: ConnectionContext,
     session: Session,
     stream: actix_ws::AggregatedMessageStream,
-) {
+) -> ConnectionEnd {
     let replies = session.clone();
     let incoming = stream
         .then(move |item| {
@@ -122,7 +173,7 @@ pub async fn serve_session(
         .filter_map(ready);
     let outgoing = session.with(|frame| ready(Ok::<_, actix_ws::Closed>(to_message(frame))));
     futures_util::pin_mut!(incoming, outgoing);
-    hub.serve(context, incoming, outgoing).await;
+    hub.serve(context, incoming, outgoing).await
 }
 
 /// A client message as the core's frame; `None` ends the connection. Pings are

@@ -146,7 +146,8 @@ pub async fn serve_socket(hub: Hub, socket: WebSocket, context: ConnectionContex
     });
     let outgoing = sink.with(|frame| ready(to_message(frame)));
     futures_util::pin_mut!(outgoing);
-    hub.serve(context, incoming, outgoing).await;
+    // Whatever the ending, dropping the socket here closes the TCP connection.
+    let _ = hub.serve(context, incoming, outgoing).await;
 }
 
 /// A client message as the core's frame; `None` ends the connection.

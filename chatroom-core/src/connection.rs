@@ -107,6 +107,19 @@ impl CloseFrame {
     }
 }
 
+/// How a connection served by [`Hub::serve`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// The server closed it with this close frame.
+    Closed(CloseFrame),
+    /// The client closed it (its stream of frames ended).
+    ClosedByPeer,
+    /// It was dropped without a closing handshake: the peer stopped answering pings, a
+    /// write blocked while the member was cut off as a slow consumer, or the transport
+    /// failed. An adapter should make sure the transport is torn down.
+    Dropped,
+}
+
 /// How long the final close frame may take to write before the peer is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued frames written before one flush.
@@ -187,7 +200,12 @@ enum Step {
 }
 
 /// Serves one connection until it ends. See the module docs.
-pub(crate) async fn drive<S, K>(hub: Hub, context: ConnectionContext, mut incoming: S, sink: K)
+pub(crate) async fn drive<S, K>(
+    hub: Hub,
+    context: ConnectionContext,
+    mut incoming: S,
+    sink: K,
+) -> ConnectionEnd
 where
     S: Stream<Item = Incoming> + Unpin,
     K: Sink<Outgoing> + Unpin,
@@ -243,7 +261,7 @@ where
             break ending;
         }
     };
-    d.finish(ending).await;
+    d.finish(ending).await
 }
 
 impl<K: Sink<Outgoing> + Unpin> Driver<K> {
@@ -529,7 +547,7 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
         }
     }
 
-    async fn finish(mut self, ending: Ending) {
+    async fn finish(mut self, ending: Ending) -> ConnectionEnd {
         if matches!(ending, Ending::Dropped) {
             // The room already let go of the member.
             self.joined = None;
@@ -542,17 +560,21 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             Ending::Close(frame) => {
                 tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
                 let close = async {
-                    self.sink.send(Outgoing::Close(frame)).await?;
+                    self.sink.send(Outgoing::Close(frame.clone())).await?;
                     self.sink.close().await
                 };
-                let _ = timeout(CLOSE_WRITE_TIMEOUT, close).await;
+                match timeout(CLOSE_WRITE_TIMEOUT, close).await {
+                    Ok(Ok(())) => ConnectionEnd::Closed(frame),
+                    _ => ConnectionEnd::Dropped,
+                }
             }
             Ending::PeerClosed => {
                 // Let the transport finish its side of the closing handshake.
                 let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.flush()).await;
+                ConnectionEnd::ClosedByPeer
             }
             // Dropped outright: no close frame.
-            Ending::PeerGone | Ending::Dropped | Ending::SinkBroken => {}
+            Ending::PeerGone | Ending::Dropped | Ending::SinkBroken => ConnectionEnd::Dropped,
         }
     }
 }

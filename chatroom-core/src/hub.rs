@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{Backplane, Entry, JoinRequest, Membership, RoomDetails, RoomSummary};
-use crate::connection::{Incoming, Outgoing, drive};
+use crate::connection::{ConnectionEnd, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
 use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict, guarded};
 use crate::limits::Limits;
@@ -187,12 +187,13 @@ impl Hub {
     /// `incoming` yields the client's frames and ends when the connection is lost;
     /// `outgoing` takes the server's frames. A web adapter converts its WebSocket
     /// messages to [`Incoming`]/[`Outgoing`] and awaits this (usually in a spawned task).
+    /// The result says whether the connection closed with a handshake or was dropped.
     pub fn serve<S, K>(
         &self,
         context: ConnectionContext,
         incoming: S,
         outgoing: K,
-    ) -> impl Future<Output = ()> + use<S, K>
+    ) -> impl Future<Output = ConnectionEnd> + use<S, K>
     where
         S: Stream<Item = Incoming> + Unpin,
         K: Sink<Outgoing> + Unpin,

@@ -70,7 +70,7 @@ pub mod testing;
 mod token;
 
 pub use backplane::{RoomDetails, RoomSummary};
-pub use connection::{CloseFrame, Incoming, Outgoing, close_code};
+pub use connection::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
 pub use hooks::{
     AllowAll, ConnectionContext, Filter, Hooks, JoinAttempt, MessageAttempt, RenameAttempt, Verdict,

@@ -51,7 +51,10 @@ impl TestClient {
         let (server_tx, from_server) = mpsc::channel::<Outgoing>(buffer.max(1));
         let incoming = stream::poll_fn(move |cx| server_rx.poll_recv(cx));
         let outgoing = PollSender::new(server_tx);
-        tokio::spawn(hub.serve(context, incoming, outgoing));
+        let served = hub.serve(context, incoming, outgoing);
+        tokio::spawn(async move {
+            served.await;
+        });
         TestClient {
             to_server: Some(to_server),
             from_server,

@@ -494,10 +494,10 @@ async fn slow_consumer_is_cut_off(adapter: Adapter) {
     sender.join("r", "Sender").await;
     reader.expect("joined").await;
     reader.expect("joined").await;
-    // 16 kB messages, several MB in all: far more than the stalled client's socket,
+    // 16 kB messages, ~10 MB in all: far more than the stalled client's socket,
     // the server's send buffer and its queue can hold.
     let text = "😀".repeat(4000);
-    let count: u64 = 300;
+    let count: u64 = 600;
     let reading = tokio::spawn(async move {
         for i in 0..count {
             let frame = reader.recv_text().await;
