@@ -1,0 +1,80 @@
+//! The example chat site on actix-web: `cargo run --release -p chatroom-examples --bin actix-site`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use chatroom_examples::{CSP, Page, SiteConfig, error_page, page};
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    chatroom_examples::init_logging();
+    let config = match SiteConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("actix-site: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match std::net::TcpListener::bind(config.addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("actix-site: cannot listen on {}: {e}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.addr);
+    let hub = config.hub();
+    let limits = config.limits.clone();
+    let chat = hub.clone();
+    let server = HttpServer::new(move || {
+        let limits = limits.clone();
+        App::new()
+            .configure(chatroom_actix::configure(chat.clone()))
+            .default_service(web::to(move |req: HttpRequest| {
+                let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
+                    page(req.path(), &limits)
+                } else {
+                    error_page(405, "Only GET is served here.")
+                };
+                std::future::ready(respond(answer))
+            }))
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .client_disconnect_timeout(Duration::from_millis(250))
+    .listen(listener);
+    let server = match server {
+        Ok(s) => s.run(),
+        Err(e) => {
+            eprintln!("actix-site: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    chatroom_examples::announce("actix-site", addr, &config);
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        chatroom_examples::shutdown_signal().await;
+        tracing::info!("shutting down: closing every chat connection with 1001");
+        hub.shutdown().await;
+        handle.stop(true).await;
+    });
+    match server.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("actix-site: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn respond(page: Page) -> HttpResponse {
+    let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type(page.content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .body(page.body)
+}

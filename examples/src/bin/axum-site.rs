@@ -1,0 +1,79 @@
+//! The example chat site on axum: `cargo run --release -p chatroom-examples`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chatroom_examples::{CSP, Page, SiteConfig, error_page, page};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    chatroom_examples::init_logging();
+    let config = match SiteConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("axum-site: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("axum-site: cannot listen on {}: {e}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.addr);
+    chatroom_examples::announce("axum-site", addr, &config);
+    let hub = config.hub();
+    let limits = config.limits.clone();
+    let app = chatroom_axum::router(hub.clone()).fallback(move |method: Method, uri: Uri| {
+        let answer = if method == Method::GET || method == Method::HEAD {
+            page(uri.path(), &limits)
+        } else {
+            error_page(405, "Only GET is served here.")
+        };
+        std::future::ready(respond(answer))
+    });
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        chatroom_examples::shutdown_signal().await;
+        tracing::info!("shutting down: closing every chat connection with 1001");
+        hub.shutdown().await;
+    })
+    .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axum-site: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn respond(page: Page) -> Response {
+    let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, page.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(page.content_type),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}

@@ -1,0 +1,387 @@
+//! The example chat site, shared by the `axum-site` and `actix-site` binaries: its
+//! configuration from environment variables, and its pages and assets, all embedded in
+//! the binary. Each binary only mounts the chat routes of its adapter and answers every
+//! other `GET` with [`page`].
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatroom_core::{Hub, Limits, OriginPolicy, RoomName};
+
+/// The `Content-Security-Policy` of every page: nothing but this server, no inline script.
+pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self'; \
+                       style-src 'self'; script-src 'self'; object-src 'none'; \
+                       base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The site's configuration.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// Where to listen (`CHATROOM_ADDR`, default `127.0.0.1:8080`).
+    pub addr: SocketAddr,
+    /// The hub's limits.
+    pub limits: Limits,
+    /// Which origins may open a WebSocket (`CHATROOM_ORIGINS`).
+    pub origins: OriginPolicy,
+}
+
+/// A configuration variable that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}={value:?} is not valid: {why}")]
+pub struct ConfigError {
+    /// The variable.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What was expected.
+    pub why: &'static str,
+}
+
+impl SiteConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<SiteConfig, ConfigError> {
+        SiteConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable's value, if set).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<SiteConfig, ConfigError> {
+        let d = Limits::default();
+        let get = |name: &'static str| lookup(name).map(|v| (name, v));
+        let ms = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some((name, v)) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis)
+                    .ok_or(ConfigError {
+                        name,
+                        value: v,
+                        why: "expected milliseconds, above 0",
+                    }),
+            }
+        };
+        let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some((name, v)) => {
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or(ConfigError {
+                            name,
+                            value: v,
+                            why: "expected a whole number above 0",
+                        })
+                }
+            }
+        };
+        let small = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            let n = count(name, default as usize)?;
+            u32::try_from(n).map_err(|_| ConfigError {
+                name,
+                value: n.to_string(),
+                why: "too large",
+            })
+        };
+        let addr = match get("CHATROOM_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some((name, v)) => v.trim().parse().map_err(|_| ConfigError {
+                name,
+                value: v,
+                why: "expected an address like 127.0.0.1:8080",
+            })?,
+        };
+        let ping_interval = match get("CHATROOM_PING_INTERVAL_MS") {
+            Some((_, v)) if v.trim() == "0" => None,
+            _ => Some(ms("CHATROOM_PING_INTERVAL_MS", Duration::from_secs(20))?),
+        };
+        let limits = Limits {
+            join_timeout: ms("CHATROOM_JOIN_TIMEOUT_MS", d.join_timeout)?,
+            resume_grace: ms("CHATROOM_RESUME_GRACE_MS", d.resume_grace)?,
+            history: count("CHATROOM_HISTORY", d.history)?,
+            max_name_chars: count("CHATROOM_MAX_NAME_CHARS", d.max_name_chars)?,
+            max_room_chars: count("CHATROOM_MAX_ROOM_CHARS", d.max_room_chars)?,
+            max_message_chars: count("CHATROOM_MAX_MESSAGE_CHARS", d.max_message_chars)?,
+            max_members: count("CHATROOM_MAX_MEMBERS", d.max_members)?,
+            max_frame_bytes: count("CHATROOM_MAX_FRAME_BYTES", d.max_frame_bytes)?,
+            rate_burst: small("CHATROOM_RATE_BURST", d.rate_burst)?,
+            rate_per_sec: small("CHATROOM_RATE_PER_SEC", d.rate_per_sec)?,
+            flood_rejections: small("CHATROOM_FLOOD_REJECTIONS", d.flood_rejections)?,
+            flood_window: ms("CHATROOM_FLOOD_WINDOW_MS", d.flood_window)?,
+            outgoing_queue: count("CHATROOM_OUTGOING_QUEUE", d.outgoing_queue)?,
+            ping_interval,
+            ping_timeout: ms("CHATROOM_PING_TIMEOUT_MS", d.ping_timeout)?,
+            room_queue: count("CHATROOM_ROOM_QUEUE", d.room_queue)?,
+        };
+        let origins = match get("CHATROOM_ORIGINS") {
+            None => OriginPolicy::SameHost,
+            Some((_, v)) if v.trim() == "*" => OriginPolicy::Any,
+            Some((_, v)) if v.trim().is_empty() => OriginPolicy::SameHost,
+            Some((_, v)) => OriginPolicy::List(v.split(',').map(|o| o.trim().to_owned()).collect()),
+        };
+        Ok(SiteConfig {
+            addr,
+            limits,
+            origins,
+        })
+    }
+
+    /// A hub with this configuration.
+    pub fn hub(&self) -> Hub {
+        Hub::builder()
+            .limits(self.limits.clone())
+            .origins(self.origins.clone())
+            .build()
+    }
+
+    /// The configuration, one `VARIABLE=value` a line, for the log at start.
+    pub fn describe(&self) -> String {
+        let l = &self.limits;
+        let ms = |d: Duration| d.as_millis().to_string();
+        let origins = match &self.origins {
+            OriginPolicy::SameHost => "(same host)".to_owned(),
+            OriginPolicy::Any => "*".to_owned(),
+            OriginPolicy::List(list) => list.join(","),
+        };
+        let rows: [(&str, String); 18] = [
+            ("CHATROOM_ADDR", self.addr.to_string()),
+            ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
+            ("CHATROOM_RESUME_GRACE_MS", ms(l.resume_grace)),
+            ("CHATROOM_HISTORY", l.history.to_string()),
+            ("CHATROOM_MAX_NAME_CHARS", l.max_name_chars.to_string()),
+            ("CHATROOM_MAX_ROOM_CHARS", l.max_room_chars.to_string()),
+            (
+                "CHATROOM_MAX_MESSAGE_CHARS",
+                l.max_message_chars.to_string(),
+            ),
+            ("CHATROOM_MAX_MEMBERS", l.max_members.to_string()),
+            ("CHATROOM_MAX_FRAME_BYTES", l.max_frame_bytes.to_string()),
+            ("CHATROOM_RATE_BURST", l.rate_burst.to_string()),
+            ("CHATROOM_RATE_PER_SEC", l.rate_per_sec.to_string()),
+            ("CHATROOM_FLOOD_REJECTIONS", l.flood_rejections.to_string()),
+            ("CHATROOM_FLOOD_WINDOW_MS", ms(l.flood_window)),
+            ("CHATROOM_OUTGOING_QUEUE", l.outgoing_queue.to_string()),
+            (
+                "CHATROOM_PING_INTERVAL_MS",
+                l.ping_interval.map_or("0".into(), ms),
+            ),
+            ("CHATROOM_PING_TIMEOUT_MS", ms(l.ping_timeout)),
+            ("CHATROOM_ROOM_QUEUE", l.room_queue.to_string()),
+            ("CHATROOM_ORIGINS", origins),
+        ];
+        let mut out = String::new();
+        for (name, value) in rows {
+            let _ = writeln!(out, "  {name}={value}");
+        }
+        out
+    }
+}
+
+/// A page or asset: status, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+const STYLE: &str = include_str!("../assets/style.css");
+const CLIENT_JS: &str = include_str!("../assets/chatroom.js");
+const APP_JS: &str = include_str!("../assets/app.js");
+const ICON: &str = include_str!("../assets/icon.svg");
+const LOBBY: &str = include_str!("../assets/lobby.html");
+const ROOM: &str = include_str!("../assets/room.html");
+
+/// The page or asset for a `GET` of `path` (percent-encoded, without the query). The
+/// chat routes (`/ws`, `/rooms...`) are the adapter's; everything else is here.
+pub fn page(path: &str, limits: &Limits) -> Page {
+    const HTML: &str = "text/html; charset=utf-8";
+    let asset = |content_type, body: &str| Page {
+        status: 200,
+        content_type,
+        body: body.to_owned(),
+    };
+    match path {
+        "/" => asset(HTML, &layout("Lobby", "lobby", LOBBY)),
+        "/static/style.css" => asset("text/css; charset=utf-8", STYLE),
+        "/static/chatroom.js" => asset("text/javascript; charset=utf-8", CLIENT_JS),
+        "/static/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
+        "/static/icon.svg" | "/favicon.ico" => asset("image/svg+xml", ICON),
+        _ => match path.strip_prefix("/room/") {
+            Some(encoded) => match percent_decode(encoded)
+                .and_then(|room| RoomName::parse_max(&room, limits.max_room_chars).ok())
+            {
+                Some(_) => asset(HTML, &layout("Room", "room", ROOM)),
+                None => error_page(400, "That is not a valid room name."),
+            },
+            None => error_page(404, "There is no page at this address."),
+        },
+    }
+}
+
+/// The error page: status and message in the shared layout.
+pub fn error_page(status: u16, message: &str) -> Page {
+    let main = format!(
+        "<section class=\"card error\"><h1>{status}</h1><p id=\"error-message\">{}</p>\
+         <p><a href=\"/\">Back to the lobby</a></p></section>",
+        escape(message)
+    );
+    Page {
+        status,
+        content_type: "text/html; charset=utf-8",
+        body: layout(&format!("Error {status}"), "error", &main),
+    }
+}
+
+fn layout(title: &str, page: &str, main: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{} · chatroom</title>\n<link rel=\"icon\" href=\"/static/icon.svg\" type=\"image/svg+xml\">\n\
+         <link rel=\"stylesheet\" href=\"/static/style.css\">\n\
+         <script type=\"module\" src=\"/static/app.js\"></script>\n</head>\n\
+         <body data-page=\"{page}\">\n<header class=\"site\"><a class=\"brand\" href=\"/\">chatroom</a></header>\n\
+         <main>\n{main}\n</main>\n<footer>chatroom example site</footer>\n</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Logs through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Prints, once, where the site listens and its configuration.
+pub fn announce(binary: &str, addr: SocketAddr, config: &SiteConfig) {
+    println!("{binary} listening on http://{addr}");
+    println!("configuration (set any of these environment variables to change it):");
+    print!("{}", config.describe());
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let none = SiteConfig::from_lookup(|_| None).expect("defaults");
+        assert_eq!(none.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(none.limits, Limits::default());
+        let set = SiteConfig::from_lookup(|name| match name {
+            "CHATROOM_ADDR" => Some("0.0.0.0:9000".into()),
+            "CHATROOM_RESUME_GRACE_MS" => Some("500".into()),
+            "CHATROOM_PING_INTERVAL_MS" => Some("0".into()),
+            "CHATROOM_ORIGINS" => Some("https://a.example, https://b.example".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(set.addr.port(), 9000);
+        assert_eq!(set.limits.resume_grace, Duration::from_millis(500));
+        assert_eq!(set.limits.ping_interval, None);
+        assert_eq!(
+            set.origins,
+            OriginPolicy::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert!(set.describe().contains("CHATROOM_RESUME_GRACE_MS=500"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err =
+            SiteConfig::from_lookup(|name| (name == "CHATROOM_HISTORY").then(|| "lots".into()))
+                .expect_err("invalid");
+        assert_eq!(err.name, "CHATROOM_HISTORY");
+        assert!(err.to_string().contains("CHATROOM_HISTORY=\"lots\""));
+        assert!(
+            SiteConfig::from_lookup(|n| (n == "CHATROOM_ADDR").then(|| "nowhere".into())).is_err()
+        );
+        assert!(
+            SiteConfig::from_lookup(|n| (n == "CHATROOM_RATE_BURST").then(|| "0".into())).is_err()
+        );
+    }
+
+    #[test]
+    fn pages_and_errors() {
+        let l = Limits::default();
+        assert_eq!(page("/", &l).status, 200);
+        assert_eq!(page("/room/General%20chat", &l).status, 200);
+        assert_eq!(page("/room/caf%C3%A9", &l).status, 200);
+        assert_eq!(page("/room/%20%20", &l).status, 400);
+        assert_eq!(page("/room/%ZZ", &l).status, 400);
+        assert_eq!(page("/room/%FF", &l).status, 400);
+        assert_eq!(page(&format!("/room/{}", "r".repeat(65)), &l).status, 400);
+        let missing = page("/nope", &l);
+        assert_eq!(missing.status, 404);
+        assert!(missing.body.contains("<h1>404</h1>"));
+        assert_eq!(
+            page("/static/app.js", &l).content_type,
+            "text/javascript; charset=utf-8"
+        );
+        assert!(error_page(400, "<b>").body.contains("&lt;b&gt;"));
+    }
+}
