@@ -319,39 +319,39 @@ impl Client {
             .expect("send binary");
     }
 
-    /// The next frame: a JSON text frame, or how the connection ended.
-    pub async fn next(&mut self) -> Result<Value, Ended> {
+    /// The next text frame, or how the connection ended (pings and pongs are skipped;
+    /// tungstenite answers pings while reading).
+    async fn frame(&mut self) -> Result<String, Ended> {
         loop {
             let item = tokio::time::timeout(PATIENCE, self.ws.next())
                 .await
                 .expect("a frame in time");
             match item {
-                Some(Ok(Message::Text(text))) => {
-                    return Ok(serde_json::from_str(&text).expect("server sends JSON"));
-                }
+                Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
                 Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame
-                        .map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()))
-                        .unwrap_or((1005, String::new()));
-                    return Err(Ended::Close(code, reason));
+                    return Err(frame
+                        .map(|CloseFrame { code, reason }| {
+                            Ended::Close(u16::from(code), reason.to_string())
+                        })
+                        .unwrap_or(Ended::Close(1005, String::new())));
                 }
-                Some(Ok(_)) => continue, // pings (answered by tungstenite), pongs
+                Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Err(Ended::Dropped),
             }
         }
     }
 
+    /// The next frame: a JSON text frame, or how the connection ended.
+    pub async fn next(&mut self) -> Result<Value, Ended> {
+        let text = self.frame().await?;
+        Ok(serde_json::from_str(&text).expect("server sends JSON"))
+    }
+
     /// The next text frame, unparsed; panics if the connection ended.
     pub async fn recv_text(&mut self) -> String {
-        loop {
-            let item = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .expect("a frame in time");
-            match item {
-                Some(Ok(Message::Text(text))) => return text.to_string(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
+        match self.frame().await {
+            Ok(text) => text,
+            Err(e) => panic!("expected a text frame, connection ended: {e:?}"),
         }
     }
 
@@ -381,19 +381,8 @@ impl Client {
     /// Reads (without parsing) frames until the connection ends; returns how.
     pub async fn ended(&mut self) -> Ended {
         loop {
-            let item = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .expect("the connection ends in time");
-            match item {
-                Some(Ok(Message::Close(frame))) => {
-                    return frame
-                        .map(|CloseFrame { code, reason }| {
-                            Ended::Close(u16::from(code), reason.to_string())
-                        })
-                        .unwrap_or(Ended::Close(1005, String::new()));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Ended::Dropped,
+            if let Err(e) = self.frame().await {
+                return e;
             }
         }
     }

@@ -17,6 +17,10 @@ fn start(adapter: Adapter) -> Server {
     Server::start(adapter, hub(Limits::default()))
 }
 
+fn start_with(adapter: Adapter, limits: Limits) -> Server {
+    Server::start(adapter, hub(limits))
+}
+
 /// The same body, one test per adapter.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
@@ -178,12 +182,12 @@ async fn join_errors_and_a_retry_on_the_same_socket(adapter: Adapter) {
 }
 
 async fn room_full(adapter: Adapter) {
-    let server = Server::start(
+    let server = start_with(
         adapter,
-        hub(Limits {
+        Limits {
             max_members: 1,
             ..Limits::default()
-        }),
+        },
     );
     let mut a = server.connect().await;
     a.join("r", "A").await;
@@ -262,12 +266,12 @@ async fn rate_limit_and_flood_close(adapter: Adapter) {
 }
 
 async fn join_timeout_closes_with_1008(adapter: Adapter) {
-    let server = Server::start(
+    let server = start_with(
         adapter,
-        hub(Limits {
+        Limits {
             join_timeout: Duration::from_millis(200),
             ..Limits::default()
-        }),
+        },
     );
     let mut c = server.connect().await;
     assert_eq!(c.ended().await, Ended::Close(1008, "join timeout".into()));
@@ -390,12 +394,12 @@ async fn unknown_resume_tokens_fail(adapter: Adapter) {
 }
 
 async fn an_away_member_is_left_after_the_grace_period(adapter: Adapter) {
-    let server = Server::start(
+    let server = start_with(
         adapter,
-        hub(Limits {
+        Limits {
             resume_grace: Duration::from_millis(300),
             ..Limits::default()
-        }),
+        },
     );
     let mut a = server.connect().await;
     a.join("r", "A").await;
@@ -445,13 +449,13 @@ async fn kick_closes_with_4003(adapter: Adapter) {
 }
 
 async fn keepalive_drops_a_silent_peer(adapter: Adapter) {
-    let server = Server::start(
+    let server = start_with(
         adapter,
-        hub(Limits {
+        Limits {
             ping_interval: Some(Duration::from_millis(100)),
             ping_timeout: Duration::from_millis(150),
             ..Limits::default()
-        }),
+        },
     );
     let mut a = server.connect().await;
     a.join("r", "A").await;
@@ -478,13 +482,13 @@ async fn keepalive_drops_a_silent_peer(adapter: Adapter) {
 }
 
 async fn slow_consumer_is_cut_off(adapter: Adapter) {
-    let server = Server::start(
+    let server = start_with(
         adapter,
-        hub(Limits {
+        Limits {
             outgoing_queue: 16,
             rate_burst: 10_000,
             ..Limits::default()
-        }),
+        },
     );
     let mut reader = server.connect().await;
     reader.join("r", "Reader").await;
