@@ -1,0 +1,117 @@
+//! The two site binaries as a user runs them: configuration from the environment,
+//! headers of the pages, and a graceful shutdown on SIGTERM that closes chats with 1001.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const BINARIES: [&str; 2] = [
+    env!("CARGO_BIN_EXE_axum-site"),
+    env!("CARGO_BIN_EXE_actix-site"),
+];
+
+fn start(binary: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(binary)
+        .env("CHATROOM_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("address line");
+    let addr = first
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("address");
+    let mut rest = String::new();
+    out.read_line(&mut rest).expect("configuration header");
+    assert!(rest.contains("configuration"), "{rest}");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, addr)
+}
+
+#[test]
+fn a_bad_value_stops_the_program_with_a_clear_message() {
+    for binary in BINARIES {
+        let out = Command::new(binary)
+            .env("CHATROOM_RESUME_GRACE_MS", "soon")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("CHATROOM_RESUME_GRACE_MS=\"soon\" is not valid"),
+            "{err}"
+        );
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.expect("read");
+    response.to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn pages_carry_a_strict_csp_and_sigterm_closes_chats_with_1001() {
+    for binary in BINARIES {
+        let (mut child, addr) = start(binary);
+        let lobby = get(addr, "/").await;
+        assert!(lobby.starts_with("http/1.1 200"), "{lobby}");
+        assert!(
+            lobby.contains("content-security-policy: default-src 'self'"),
+            "{lobby}"
+        );
+        assert!(!lobby.contains("<script>"), "no inline script");
+        assert!(get(addr, "/nope").await.starts_with("http/1.1 404"));
+        assert!(get(addr, "/room/%00").await.starts_with("http/1.1 400"));
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .expect("upgrade");
+        ws.send(Message::text(r#"{"type":"join","room":"r","name":"A"}"#))
+            .await
+            .expect("send");
+        let welcome = ws.next().await.expect("frame").expect("ok");
+        assert!(welcome.to_text().expect("text").contains("\"welcome\""));
+
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("closed in time");
+        match close {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("{binary}: expected close 1001, got {other:?}"),
+        }
+        drop(ws);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{binary} did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(exit.success(), "{binary} exited with {exit}");
+    }
+}
