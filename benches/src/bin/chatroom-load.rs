@@ -1,0 +1,105 @@
+//! `chatroom-load`: a load generator for chat servers speaking PROTOCOL.md.
+//!
+//! ```text
+//! chatroom-load burst  --addr 127.0.0.1:8080 [--pid P] --rooms 1 --clients 100 --senders 1 --messages 2000
+//! chatroom-load steady --addr 127.0.0.1:8080 [--pid P] --rooms 10 --clients 50 --rate 200 --seconds 10
+//! chatroom-load idle   --addr 127.0.0.1:8080 [--pid P] --connections 10000 --rooms 1000 --seconds 30
+//! chatroom-load churn  --addr 127.0.0.1:8080 [--pid P] --cycles 2000 --concurrency 10
+//! ```
+//!
+//! Prints a table, then one line of JSON. Targets loopback addresses only.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use chatroom_benches::{Scenario, Target, check_target, raise_fd_limit, run};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((scenario, rest)) = args.split_first() else {
+        eprintln!(
+            "usage: chatroom-load burst|steady|idle|churn --addr HOST:PORT [--pid PID] [options]"
+        );
+        return ExitCode::from(2);
+    };
+    let mut opts: HashMap<&str, &str> = HashMap::new();
+    for pair in rest.chunks(2) {
+        match pair {
+            [k, v] if k.starts_with("--") => {
+                opts.insert(&k[2..], v);
+            }
+            _ => {
+                eprintln!("chatroom-load: options come in pairs: --name value");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let num = |k: &str, d: u32| -> Result<u32, String> {
+        opts.get(k).map_or(Ok(d), |v| {
+            v.parse().map_err(|_| format!("--{k} {v}: not a number"))
+        })
+    };
+    let parsed = (|| -> Result<(Scenario, Target), String> {
+        let addr = opts
+            .get("addr")
+            .unwrap_or(&"127.0.0.1:8080")
+            .parse()
+            .map_err(|_| "--addr: not HOST:PORT".to_string())?;
+        check_target(addr)?;
+        let pid = opts
+            .get("pid")
+            .map(|p| p.parse().map_err(|_| "--pid: not a number".to_string()))
+            .transpose()?;
+        let scenario = match scenario.as_str() {
+            "burst" => Scenario::Burst {
+                rooms: num("rooms", 1)?,
+                clients: num("clients", 100)?,
+                senders: num("senders", 1)?,
+                messages: num("messages", 2000)?,
+            },
+            "steady" => Scenario::Steady {
+                rooms: num("rooms", 10)?,
+                clients: num("clients", 50)?,
+                rate: num("rate", 200)?,
+                seconds: num("seconds", 10)?,
+            },
+            "idle" => Scenario::Idle {
+                connections: num("connections", 10_000)?,
+                rooms: num("rooms", 1000)?,
+                seconds: num("seconds", 30)?,
+            },
+            "churn" => Scenario::Churn {
+                cycles: num("cycles", 2000)?,
+                concurrency: num("concurrency", 10)?,
+            },
+            other => return Err(format!("unknown scenario {other}")),
+        };
+        Ok((scenario, Target { addr, pid }))
+    })();
+    let (scenario, target) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chatroom-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let limit = raise_fd_limit(1_100_000);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chatroom-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "chatroom-load: {scenario:?} against {} (open-file limit {limit})",
+        target.addr
+    );
+    let report = runtime.block_on(run(&scenario, target));
+    print!("{}", report.table());
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    ExitCode::SUCCESS
+}

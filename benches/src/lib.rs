@@ -1,0 +1,548 @@
+//! `chatroom-load`: drives a running chat server over real WebSockets (PROTOCOL.md) on
+//! loopback addresses only, with every loop bounded in count and time.
+//!
+//! Scenarios: `burst` (R rooms × C clients × S senders × M messages, as fast as
+//! possible), `steady` (one sender per room at a fixed rate for a fixed time), `idle`
+//! (N connections joined and held; RSS per connection from /proc) and `churn`
+//! (join/send/leave cycles at a given concurrency). Each message carries its send time,
+//! so every delivery gives an end-to-end latency.
+#![forbid(unsafe_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tokio::net::TcpSocket;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The longest any scenario waits for deliveries after its last send.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+
+/// What to run. The fields are named as on the command line (`--rooms` etc.).
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub enum Scenario {
+    /// R rooms × C clients, S of them sending M messages each, as fast as possible.
+    Burst {
+        rooms: u32,
+        clients: u32,
+        senders: u32,
+        messages: u32,
+    },
+    /// R rooms × C clients, one sender per room at `rate` messages/s for `seconds`.
+    Steady {
+        rooms: u32,
+        clients: u32,
+        rate: u32,
+        seconds: u32,
+    },
+    /// N connections joined into R rooms and held for `seconds`.
+    Idle {
+        connections: u32,
+        rooms: u32,
+        seconds: u32,
+    },
+    /// `cycles` join/send/leave cycles, `concurrency` at a time.
+    Churn { cycles: u32, concurrency: u32 },
+}
+
+/// The server under load.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Its address (must be a loopback address).
+    pub addr: SocketAddr,
+    /// Its process id, for CPU time and RSS from /proc.
+    pub pid: Option<u32>,
+}
+
+/// What a scenario measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Deliveries expected (each message × each member of its room).
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// `expected - delivered`.
+    pub lost: u64,
+    /// Wall time from the first send to the last delivery, in seconds.
+    pub seconds: f64,
+    /// Deliveries per second over that time.
+    pub deliveries_per_sec: f64,
+    /// End-to-end latency percentiles in microseconds: p50, p99, p99.9, max.
+    pub latency_us: [u64; 4],
+    /// Server CPU seconds (user + system) per million deliveries, if the pid was given.
+    pub server_cpu_s_per_million: Option<f64>,
+    /// Joins (or cycles, for churn) per second.
+    pub joins_per_sec: f64,
+    /// Connections held (idle).
+    pub held: u64,
+    /// Server RSS growth per held connection in bytes (idle, with a pid).
+    pub rss_per_connection: Option<f64>,
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!("scenario            {}\n", self.scenario);
+        let row = |k: &str, v: String| format!("{k:<20}{v}\n");
+        if self.expected > 0 {
+            out += &row(
+                "deliveries",
+                format!(
+                    "{} of {} (lost {})",
+                    self.delivered, self.expected, self.lost
+                ),
+            );
+            out += &row("deliveries/s", format!("{:.0}", self.deliveries_per_sec));
+            let [p50, p99, p999, max] = self.latency_us;
+            out += &row(
+                "latency (µs)",
+                format!("p50 {p50}  p99 {p99}  p99.9 {p999}  max {max}"),
+            );
+        }
+        if let Some(cpu) = self.server_cpu_s_per_million {
+            out += &row("server CPU", format!("{cpu:.2} s per million deliveries"));
+        }
+        if self.joins_per_sec > 0.0 {
+            out += &row("joins/s", format!("{:.0}", self.joins_per_sec));
+        }
+        if self.held > 0 {
+            out += &row("held", self.held.to_string());
+        }
+        if let Some(rss) = self.rss_per_connection {
+            out += &row("RSS/connection", format!("{:.0} bytes", rss));
+        }
+        out += &row("time", format!("{:.2} s", self.seconds));
+        out
+    }
+}
+
+/// Refuses anything but loopback targets.
+pub fn check_target(addr: SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr} is not a loopback address; chatroom-load only targets this machine"
+        ))
+    }
+}
+
+/// Raises this process's open-file limit as far as allowed; returns the new soft limit.
+pub fn raise_fd_limit(wanted: u64) -> u64 {
+    rlimit::increase_nofile_limit(wanted).unwrap_or(1024)
+}
+
+/// (user + system) CPU seconds of a process, from /proc/PID/stat.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident set size of a process in bytes, from /proc/PID/status.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Connects from the `n`th source address (127.0.0.2, 127.0.0.3, ...: about 28k
+/// ephemeral ports each) and joins `room` as `name`.
+async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
+    let source_count = 200u32;
+    let source = Ipv4Addr::new(
+        127,
+        0,
+        (2 + n % source_count / 250) as u8,
+        (2 + n % source_count % 250) as u8,
+    );
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(source), 0))
+        .expect("bind a loopback source address");
+    let stream = socket.connect(target.addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let url = format!("ws://{}/ws", target.addr);
+    let (mut ws, _) = client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgrade");
+    let join = serde_json::json!({"type": "join", "room": room, "name": name});
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("join");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains(r#""type":"welcome""#) => return ws,
+            Some(Ok(Message::Text(t))) if t.contains(r#""type":"error""#) => {
+                panic!("join refused: {t}")
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended while joining: {other:?}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    text: Option<&'a str>,
+}
+
+/// Shared counters of a run.
+struct Tally {
+    start: Instant,
+    delivered: AtomicU64,
+    last_delivery_ns: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> Arc<Tally> {
+        Arc::new(Tally {
+            start: Instant::now(),
+            delivered: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
+        })
+    }
+
+    fn stamp(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+fn finish(
+    name: &str,
+    tally: &Tally,
+    expected: u64,
+    first_send_ns: u64,
+    cpu: Option<(u32, f64)>,
+) -> Report {
+    let delivered = tally.delivered.load(Ordering::Relaxed);
+    let last = tally.last_delivery_ns.load(Ordering::Relaxed);
+    let seconds = (last.saturating_sub(first_send_ns)) as f64 / 1e9;
+    let h = tally
+        .latency
+        .try_lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
+    let server_cpu_s_per_million = cpu.and_then(|(pid, before)| {
+        let used = cpu_seconds(pid)? - before;
+        (delivered > 0).then(|| used / delivered as f64 * 1e6)
+    });
+    Report {
+        scenario: name.into(),
+        expected,
+        delivered,
+        lost: expected.saturating_sub(delivered),
+        seconds,
+        deliveries_per_sec: if seconds > 0.0 {
+            delivered as f64 / seconds
+        } else {
+            0.0
+        },
+        latency_us: [
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        ],
+        server_cpu_s_per_million,
+        ..Report::default()
+    }
+}
+
+/// Runs a scenario against `target`.
+pub async fn run(scenario: &Scenario, target: Target) -> Report {
+    match *scenario {
+        Scenario::Burst {
+            rooms,
+            clients,
+            senders,
+            messages,
+        } => burst(target, rooms, clients, senders, messages).await,
+        Scenario::Steady {
+            rooms,
+            clients,
+            rate,
+            seconds,
+        } => steady(target, rooms, clients, rate, seconds).await,
+        Scenario::Idle {
+            connections,
+            rooms,
+            seconds,
+        } => idle(target, connections, rooms, seconds).await,
+        Scenario::Churn {
+            cycles,
+            concurrency,
+        } => churn(target, cycles, concurrency).await,
+    }
+}
+
+/// Joins `rooms × clients` connections; returns them per room.
+async fn populate(target: &Target, rooms: u32, clients: u32, tag: &str) -> (Vec<Vec<Socket>>, f64) {
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut n = 0;
+    for r in 0..rooms {
+        let mut members = Vec::new();
+        for c in 0..clients {
+            members.push(connect(target, n, &format!("{tag}-room-{r}"), &format!("c{c}")).await);
+            n += 1;
+        }
+        all.push(members);
+    }
+    let joins = f64::from(rooms * clients) / started.elapsed().as_secs_f64();
+    // Let the `joined` announcements reach everyone before timing starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (all, joins)
+}
+
+async fn burst(target: Target, rooms: u32, clients: u32, senders: u32, messages: u32) -> Report {
+    let (all, joins) = populate(&target, rooms, clients, "burst").await;
+    let tally = Tally::new();
+    let per_client = u64::from(senders) * u64::from(messages);
+    let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
+    let mut tasks = Vec::new();
+    let first = tally.stamp();
+    for members in all {
+        for (i, ws) in members.into_iter().enumerate() {
+            let (mut sink, stream) = ws.split();
+            let tally = tally.clone();
+            let sends = if (i as u32) < senders { messages } else { 0 };
+            tasks.push(tokio::spawn(async move {
+                let deadline = Instant::now() + DRAIN_LIMIT;
+                let reader =
+                    tokio::spawn(receive_stream(stream, per_client, tally.clone(), deadline));
+                for _ in 0..sends {
+                    let frame = format!(r#"{{"type":"send","text":"{}"}}"#, tally.stamp());
+                    if sink.feed(Message::text(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sink.flush().await;
+                let _ = reader.await;
+                let _ = sink.close().await;
+            }));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let expected = u64::from(rooms) * u64::from(clients) * per_client;
+    let mut report = finish("burst", &tally, expected, first, cpu);
+    report.joins_per_sec = joins;
+    report
+}
+
+/// Reads until `expected` messages arrived (or `deadline` passed), recording the
+/// latency of each (its text is the send time in ns since the run started).
+async fn receive_stream(
+    stream: futures_util::stream::SplitStream<Socket>,
+    expected: u64,
+    tally: Arc<Tally>,
+    deadline: Instant,
+) -> u64 {
+    let mut stream = stream;
+    let mut got = 0u64;
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    while got < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(left, stream.next()).await else {
+            break;
+        };
+        let Message::Text(text) = msg else { continue };
+        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else {
+            continue;
+        };
+        if frame.kind != "message" {
+            continue;
+        }
+        if let Some(sent) = frame.text.and_then(|t| t.parse::<u64>().ok()) {
+            let now = tally.stamp();
+            let _ = local.record((now.saturating_sub(sent) / 1000).max(1));
+            tally.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+        }
+        got += 1;
+    }
+    tally.delivered.fetch_add(got, Ordering::Relaxed);
+    let _ = tally.latency.lock().await.add(&local);
+    got
+}
+
+async fn steady(target: Target, rooms: u32, clients: u32, rate: u32, seconds: u32) -> Report {
+    let (all, joins) = populate(&target, rooms, clients, "steady").await;
+    let tally = Tally::new();
+    let total = u64::from(rate) * u64::from(seconds);
+    let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
+    let first = tally.stamp();
+    let mut tasks = Vec::new();
+    for members in all {
+        for (i, ws) in members.into_iter().enumerate() {
+            let (mut sink, stream) = ws.split();
+            let tally = tally.clone();
+            tasks.push(tokio::spawn(async move {
+                let deadline =
+                    Instant::now() + Duration::from_secs(u64::from(seconds)) + DRAIN_LIMIT;
+                let reader = tokio::spawn(receive_stream(stream, total, tally.clone(), deadline));
+                if i == 0 {
+                    let mut tick = tokio::time::interval(Duration::from_secs_f64(
+                        1.0 / f64::from(rate.max(1)),
+                    ));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    for _ in 0..total {
+                        tick.tick().await;
+                        let frame = format!(r#"{{"type":"send","text":"{}"}}"#, tally.stamp());
+                        if sink.send(Message::text(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                let _ = reader.await;
+                let _ = sink.close().await;
+            }));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let expected = u64::from(rooms) * u64::from(clients) * total;
+    let mut report = finish("steady", &tally, expected, first, cpu);
+    report.joins_per_sec = joins;
+    report
+}
+
+async fn idle(target: Target, connections: u32, rooms: u32, seconds: u32) -> Report {
+    let before = target.pid.and_then(rss_bytes);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(connections as usize);
+    for n in 0..connections {
+        let room = format!("idle-room-{}", n % rooms.max(1));
+        held.push(connect(&target, n, &room, &format!("c{n}")).await);
+    }
+    let joins = f64::from(connections) / started.elapsed().as_secs_f64();
+    // Hold them, reading whatever arrives (joined announcements, pings), bounded in time.
+    let hold_until = Instant::now() + Duration::from_secs(u64::from(seconds));
+    let mut readers = Vec::new();
+    for mut ws in held {
+        readers.push(tokio::spawn(async move {
+            let mut alive = true;
+            while Instant::now() < hold_until {
+                match tokio::time::timeout(
+                    hold_until.saturating_duration_since(Instant::now()),
+                    ws.next(),
+                )
+                .await
+                {
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(_) => {
+                        alive = false;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            (alive, ws)
+        }));
+    }
+    let mut still = Vec::new();
+    for r in readers {
+        if let Ok((true, ws)) = r.await {
+            still.push(ws);
+        }
+    }
+    let after = target.pid.and_then(rss_bytes);
+    let report = Report {
+        scenario: "idle".into(),
+        held: still.len() as u64,
+        joins_per_sec: joins,
+        seconds: started.elapsed().as_secs_f64(),
+        rss_per_connection: before
+            .zip(after)
+            .map(|(b, a)| (a as f64 - b as f64) / f64::from(connections.max(1))),
+        ..Report::default()
+    };
+    for mut ws in still {
+        let _ = ws.close(None).await;
+    }
+    report
+}
+
+async fn churn(target: Target, cycles: u32, concurrency: u32) -> Report {
+    let done = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency.max(1) {
+        let done = done.clone();
+        let delivered = delivered.clone();
+        let share = cycles / concurrency.max(1) + u32::from(w < cycles % concurrency.max(1));
+        workers.push(tokio::spawn(async move {
+            for i in 0..share {
+                let mut ws =
+                    connect(&target, w * 100_000 + i, &format!("churn-{w}"), "churner").await;
+                let send = serde_json::json!({"type": "send", "text": "ping", "ref": 1});
+                ws.send(Message::text(send.to_string()))
+                    .await
+                    .expect("send");
+                let deadline = Instant::now() + DRAIN_LIMIT;
+                while Instant::now() < deadline {
+                    match tokio::time::timeout(DRAIN_LIMIT, ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""type":"message""#) => {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(Some(Ok(_))) => continue,
+                        _ => break,
+                    }
+                }
+                let _ = ws.send(Message::text(r#"{"type":"leave"}"#)).await;
+                let _ = ws.close(None).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cycles_done = done.load(Ordering::Relaxed);
+    Report {
+        scenario: "churn".into(),
+        expected: u64::from(cycles),
+        delivered: delivered.load(Ordering::Relaxed),
+        lost: u64::from(cycles).saturating_sub(delivered.load(Ordering::Relaxed)),
+        seconds,
+        joins_per_sec: cycles_done as f64 / seconds,
+        ..Report::default()
+    }
+}
