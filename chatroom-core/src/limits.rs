@@ -34,7 +34,8 @@ pub struct Limits {
     pub flood_rejections: u32,
     /// The window over which rejected frames are counted (default 10 s).
     pub flood_window: Duration,
-    /// Frames a member may have queued before it is a slow consumer (default 256).
+    /// Frames a member may have queued before it is a slow consumer (default 4096). Queued
+    /// frames are shared with every other member, so a deep queue costs a pointer per frame.
     pub outgoing_queue: usize,
     /// Interval between keepalive pings (default 20 s); `None` disables them.
     pub ping_interval: Option<Duration>,
@@ -59,7 +60,7 @@ impl Default for Limits {
             rate_per_sec: 10,
             flood_rejections: 50,
             flood_window: Duration::from_secs(10),
-            outgoing_queue: 256,
+            outgoing_queue: 4096,
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
             room_queue: 1024,
