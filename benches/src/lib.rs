@@ -508,8 +508,10 @@ async fn churn(target: Target, cycles: u32, concurrency: u32) -> Report {
         let share = cycles / concurrency.max(1) + u32::from(w < cycles % concurrency.max(1));
         workers.push(tokio::spawn(async move {
             for i in 0..share {
-                let mut ws =
-                    connect(&target, w * 100_000 + i, &format!("churn-{w}"), "churner").await;
+                // A fresh name each cycle: the previous cycle's leave may still be on
+                // its way when the next join arrives.
+                let name = format!("churner-{i}");
+                let mut ws = connect(&target, w * 100_000 + i, &format!("churn-{w}"), &name).await;
                 let send = serde_json::json!({"type": "send", "text": "ping", "ref": 1});
                 ws.send(Message::text(send.to_string()))
                     .await

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use chatroom_examples::{CSP, Page, SiteConfig, error_page, page};
 
 #[tokio::main]
@@ -25,6 +26,12 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(config.addr);
+    // Chat frames are small and latency matters: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     chatroom_examples::announce("axum-site", addr, &config);
     let hub = config.hub();
     let limits = config.limits.clone();
