@@ -104,6 +104,8 @@ impl Report {
                     self.delivered, self.expected, self.lost
                 ),
             );
+        }
+        if self.latency_us[3] > 0 {
             out += &row("deliveries/s", format!("{:.0}", self.deliveries_per_sec));
             let [p50, p99, p999, max] = self.latency_us;
             out += &row(
