@@ -116,11 +116,25 @@ impl Driver {
             Value::Object(map) => map,
             _ => unreachable!(),
         };
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .expect("a browser session")
+        // chromedriver may accept connections a moment before it serves them, and a
+        // loaded machine can reset the first attempt: retry a few times.
+        let mut attempt = 0;
+        loop {
+            let session =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&self.url)
+                    .await;
+            match session {
+                Ok(client) => return client,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    eprintln!("browser session attempt {attempt} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                }
+                Err(e) => panic!("no browser session after {attempt} retries: {e}"),
+            }
+        }
     }
 }
 
