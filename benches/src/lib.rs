@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use tokio::net::TcpSocket;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_with_config};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Each client's WebSocket read buffer.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// The longest any scenario waits for deliveries after its last send.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(20);
@@ -192,7 +195,10 @@ async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
     let stream = socket.connect(target.addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let url = format!("ws://{}/ws", target.addr);
-    let (mut ws, _) = client_async(url, MaybeTlsStream::Plain(stream))
+    // tungstenite zero-fills its whole read buffer before every read (128 KiB by
+    // default): a small one keeps the generator's CPU for the server.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) = client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config))
         .await
         .expect("upgrade");
     let join = serde_json::json!({"type": "join", "room": room, "name": name});
@@ -209,14 +215,6 @@ async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
             other => panic!("connection ended while joining: {other:?}"),
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(default, borrow)]
-    text: Option<&'a str>,
 }
 
 /// Shared counters of a run.
@@ -329,118 +327,168 @@ async fn populate(target: &Target, rooms: u32, clients: u32, tag: &str) -> (Vec<
     (all, joins)
 }
 
+/// How the senders of a room pace their messages.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// As fast as the connection takes them, flushed once at the end.
+    FlatOut,
+    /// One message per period, each flushed at once.
+    Every(Duration),
+}
+
 async fn burst(target: Target, rooms: u32, clients: u32, senders: u32, messages: u32) -> Report {
-    let (all, joins) = populate(&target, rooms, clients, "burst").await;
-    let tally = Tally::new();
-    let per_client = u64::from(senders) * u64::from(messages);
-    let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
-    let mut tasks = Vec::new();
-    let first = tally.stamp();
-    for members in all {
-        for (i, ws) in members.into_iter().enumerate() {
-            let (mut sink, stream) = ws.split();
-            let tally = tally.clone();
-            let sends = if (i as u32) < senders { messages } else { 0 };
-            tasks.push(tokio::spawn(async move {
-                let deadline = Instant::now() + DRAIN_LIMIT;
-                let reader =
-                    tokio::spawn(receive_stream(stream, per_client, tally.clone(), deadline));
-                for _ in 0..sends {
-                    let frame = format!(r#"{{"type":"send","text":"{}"}}"#, tally.stamp());
-                    if sink.feed(Message::text(frame)).await.is_err() {
-                        break;
-                    }
+    let plan = Broadcast {
+        name: "burst",
+        rooms,
+        clients,
+        senders,
+        messages,
+        pace: Pace::FlatOut,
+    };
+    plan.run(target).await
+}
+
+async fn steady(target: Target, rooms: u32, clients: u32, rate: u32, seconds: u32) -> Report {
+    let plan = Broadcast {
+        name: "steady",
+        rooms,
+        clients,
+        senders: 1,
+        messages: rate.saturating_mul(seconds),
+        pace: Pace::Every(Duration::from_secs_f64(1.0 / f64::from(rate.max(1)))),
+    };
+    plan.run(target).await
+}
+
+/// R rooms × C clients, the first S clients of each room sending M messages each;
+/// every client counts (and times) every message of its room.
+struct Broadcast {
+    name: &'static str,
+    rooms: u32,
+    clients: u32,
+    senders: u32,
+    messages: u32,
+    pace: Pace,
+}
+
+impl Broadcast {
+    async fn run(self, target: Target) -> Report {
+        let (all, joins) = populate(&target, self.rooms, self.clients, self.name).await;
+        let tally = Tally::new();
+        let per_client = u64::from(self.senders.min(self.clients)) * u64::from(self.messages);
+        let sending_time = match self.pace {
+            Pace::FlatOut => Duration::ZERO,
+            Pace::Every(period) => period * self.messages,
+        };
+        let deadline = Instant::now() + sending_time + DRAIN_LIMIT;
+        let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
+        let first = tally.stamp();
+        let mut tasks = Vec::new();
+        for members in all {
+            for (i, ws) in members.into_iter().enumerate() {
+                let tally = tally.clone();
+                if i as u32 >= self.senders {
+                    tasks.push(tokio::spawn(async move {
+                        receive(ws, per_client, tally, deadline).await;
+                    }));
+                    continue;
                 }
-                let _ = sink.flush().await;
-                let _ = reader.await;
-                let _ = sink.close().await;
-            }));
+                let (sink, stream) = ws.split();
+                let (messages, pace) = (self.messages, self.pace);
+                tasks.push(tokio::spawn(async move {
+                    let reader = tokio::spawn(receive(stream, per_client, tally.clone(), deadline));
+                    let mut sink = sink;
+                    let _ = send_stamped(&mut sink, messages, pace, &tally).await;
+                    let _ = reader.await;
+                    let _ = sink.close().await;
+                }));
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let expected = u64::from(self.rooms) * u64::from(self.clients) * per_client;
+        let mut report = finish(self.name, &tally, expected, first, cpu);
+        report.joins_per_sec = joins;
+        report
+    }
+}
+
+/// Sends `messages` messages whose text is the send time (ns since the run started).
+async fn send_stamped<K>(
+    sink: &mut K,
+    messages: u32,
+    pace: Pace,
+    tally: &Tally,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    K: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let mut tick = match pace {
+        Pace::FlatOut => None,
+        Pace::Every(period) => {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            Some(tick)
+        }
+    };
+    for _ in 0..messages {
+        if let Some(tick) = &mut tick {
+            tick.tick().await;
+        }
+        let frame = format!(r#"{{"type":"send","text":"{}"}}"#, tally.stamp());
+        match tick {
+            None => sink.feed(Message::text(frame)).await?,
+            Some(_) => sink.send(Message::text(frame)).await?,
         }
     }
-    for t in tasks {
-        let _ = t.await;
+    sink.flush().await
+}
+
+/// The send time carried by a `message` event (its text), if `frame` is one.
+/// A substring scan instead of a JSON parse: the load generator must stay cheaper
+/// than the server it measures. Inside JSON strings quotes are escaped, so these
+/// patterns only match the frame's own structure.
+fn sent_at(frame: &str) -> Option<Option<u64>> {
+    if !frame.contains(r#""type":"message""#) {
+        return None;
     }
-    let expected = u64::from(rooms) * u64::from(clients) * per_client;
-    let mut report = finish("burst", &tally, expected, first, cpu);
-    report.joins_per_sec = joins;
-    report
+    let text = frame.split_once(r#""text":""#).map(|(_, rest)| rest);
+    Some(
+        text.and_then(|t| t.split_once('"'))
+            .and_then(|(digits, _)| digits.parse().ok()),
+    )
 }
 
 /// Reads until `expected` messages arrived (or `deadline` passed), recording the
 /// latency of each (its text is the send time in ns since the run started).
-async fn receive_stream(
-    stream: futures_util::stream::SplitStream<Socket>,
-    expected: u64,
-    tally: Arc<Tally>,
-    deadline: Instant,
-) -> u64 {
-    let mut stream = stream;
+async fn receive<S>(mut stream: S, expected: u64, tally: Arc<Tally>, deadline: Instant) -> u64
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     let mut got = 0u64;
     let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    while got < expected {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(Ok(msg))) = tokio::time::timeout(left, stream.next()).await else {
-            break;
-        };
-        let Message::Text(text) = msg else { continue };
-        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else {
-            continue;
-        };
-        if frame.kind != "message" {
-            continue;
+    let mut last = 0;
+    // One timer for the whole run, not one per frame.
+    let counting = async {
+        while got < expected {
+            let Some(Ok(msg)) = stream.next().await else {
+                break;
+            };
+            let Message::Text(text) = msg else { continue };
+            let Some(sent) = sent_at(&text) else { continue };
+            if let Some(sent) = sent {
+                last = tally.stamp();
+                let _ = local.record((last.saturating_sub(sent) / 1000).max(1));
+            }
+            got += 1;
         }
-        if let Some(sent) = frame.text.and_then(|t| t.parse::<u64>().ok()) {
-            let now = tally.stamp();
-            let _ = local.record((now.saturating_sub(sent) / 1000).max(1));
-            tally.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
-        }
-        got += 1;
-    }
+    };
+    let _ = tokio::time::timeout_at(deadline.into(), counting).await;
+    tally.last_delivery_ns.fetch_max(last, Ordering::Relaxed);
     tally.delivered.fetch_add(got, Ordering::Relaxed);
     let _ = tally.latency.lock().await.add(&local);
     got
-}
-
-async fn steady(target: Target, rooms: u32, clients: u32, rate: u32, seconds: u32) -> Report {
-    let (all, joins) = populate(&target, rooms, clients, "steady").await;
-    let tally = Tally::new();
-    let total = u64::from(rate) * u64::from(seconds);
-    let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
-    let first = tally.stamp();
-    let mut tasks = Vec::new();
-    for members in all {
-        for (i, ws) in members.into_iter().enumerate() {
-            let (mut sink, stream) = ws.split();
-            let tally = tally.clone();
-            tasks.push(tokio::spawn(async move {
-                let deadline =
-                    Instant::now() + Duration::from_secs(u64::from(seconds)) + DRAIN_LIMIT;
-                let reader = tokio::spawn(receive_stream(stream, total, tally.clone(), deadline));
-                if i == 0 {
-                    let mut tick = tokio::time::interval(Duration::from_secs_f64(
-                        1.0 / f64::from(rate.max(1)),
-                    ));
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    for _ in 0..total {
-                        tick.tick().await;
-                        let frame = format!(r#"{{"type":"send","text":"{}"}}"#, tally.stamp());
-                        if sink.send(Message::text(frame)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                let _ = reader.await;
-                let _ = sink.close().await;
-            }));
-        }
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let expected = u64::from(rooms) * u64::from(clients) * total;
-    let mut report = finish("steady", &tally, expected, first, cpu);
-    report.joins_per_sec = joins;
-    report
 }
 
 async fn idle(target: Target, connections: u32, rooms: u32, seconds: u32) -> Report {
