@@ -3,13 +3,16 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use chatroom_core::protocol::{Event, MessageEvent};
 use chatroom_core::room::{Now, Room};
 use chatroom_core::testing::TestClient;
-use chatroom_core::{DisplayName, Hub, Limits, ResumeToken, RoomName};
+use chatroom_core::{DisplayName, Hub, Incoming, Limits, Outgoing, ResumeToken, RoomName};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::{Sink, StreamExt, stream};
 
 fn now() -> Now {
     Now {
@@ -57,15 +60,104 @@ fn room_operations(c: &mut Criterion) {
     group.finish();
 }
 
-/// One event delivered to every member of a room through the hub: the room task
-/// encodes it once and queues it to each member's connection driver.
+/// A client transport that never takes a frame: its connection driver holds the first
+/// frame (the welcome) forever, so everything after it stays in the member's queue.
+struct StalledSink;
+
+impl Sink<Outgoing> for StalledSink {
+    type Error = ();
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Pending
+    }
+    fn start_send(self: Pin<&mut Self>, _: Outgoing) -> Result<(), ()> {
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Pending
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Pending
+    }
+}
+
+/// Most events posted into one set of stalled members (their queues hold the `joined`
+/// announcements of the later members, then these).
+const QUEUED_EVENTS: u64 = 2000;
+
+/// One event into the member queues of a room: the room task stores it in the
+/// history, encodes it once and queues it to every member. The members' drivers are
+/// stalled (see [`StalledSink`]), so nothing reads the queues while the clock runs.
+/// Timed: `Hub::post` per event (request to the room task, reply before the fan-out)
+/// and one final query to the room, which the room answers after its last fan-out.
+///
+/// One thread runs everything (a current-thread runtime), so the figure is what one
+/// core does, without the cost of waking another thread per request.
+fn fan_out_into_queues(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("fan_out_into_queues");
+    group.measurement_time(Duration::from_secs(5));
+    for members in [10u64, 100, 1000] {
+        group.throughput(Throughput::Elements(members));
+        group.bench_function(format!("{members}_members"), |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut total = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let chunk = left.min(QUEUED_EVENTS);
+                        let hub = stalled_room(members).await;
+                        let start = Instant::now();
+                        for _ in 0..chunk {
+                            hub.post("fan", "bench", "hello everyone")
+                                .await
+                                .expect("posted");
+                        }
+                        let details = hub.room("fan").await.expect("room");
+                        total += start.elapsed();
+                        assert_eq!(details.members.len() as u64, members);
+                        hub.shutdown().await;
+                        left -= chunk;
+                    }
+                    total
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A hub with one room of `members` members whose drivers never write.
+async fn stalled_room(members: u64) -> Hub {
+    let limits = Limits {
+        outgoing_queue: (members + QUEUED_EVENTS + 16) as usize,
+        max_members: 100_000,
+        ..Limits::default()
+    };
+    let hub = Hub::builder().limits(limits).build();
+    for i in 0..members {
+        let join = format!(r#"{{"type":"join","room":"fan","name":"m{i}"}}"#);
+        let incoming = stream::iter([Incoming::Text(join.into())]).chain(stream::pending());
+        tokio::spawn(hub.serve(Default::default(), incoming, StalledSink));
+    }
+    while hub.room("fan").await.map_or(0, |d| d.members.len() as u64) < members {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    hub
+}
+
+/// One event delivered to every member of a room through the hub, end to end: the
+/// room task encodes it once and queues it to each member's connection driver, which
+/// writes it to an in-memory client that reads it.
 fn fan_out(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let mut group = c.benchmark_group("fan_out");
+    let mut group = c.benchmark_group("fan_out_end_to_end");
     group.measurement_time(Duration::from_secs(5));
     for members in [10u64, 100, 1000] {
         let limits = Limits {
@@ -150,5 +242,12 @@ fn encoding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, room_operations, fan_out, names, encoding);
+criterion_group!(
+    benches,
+    room_operations,
+    fan_out_into_queues,
+    fan_out,
+    names,
+    encoding
+);
 criterion_main!(benches);

@@ -10,12 +10,11 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::connection::CloseFrame;
 use crate::error::{JoinError, RenameError};
 use crate::name::{DisplayName, NameKey, RoomName};
-use crate::protocol::{Ref, TextFrame};
+use crate::protocol::Ref;
+use crate::queue::QueueReceiver;
 use crate::room::MemberId;
 use crate::token::ResumeToken;
 
@@ -42,13 +41,12 @@ pub(crate) struct JoinRequest {
 ///
 /// `frames` carries everything the member is sent (its welcome first, then events,
 /// acks and room errors, in order). When the room ends the membership (takeover, kick,
-/// slow consumer, shutdown) it says why on `close` and drops its end of `frames`.
+/// slow consumer, shutdown) it ends `frames`, with the close frame saying why.
 pub(crate) struct Membership {
     pub(crate) member: MemberId,
     pub(crate) link: u64,
     pub(crate) room: Arc<dyn MemberChannel>,
-    pub(crate) frames: mpsc::Receiver<TextFrame>,
-    pub(crate) close: oneshot::Receiver<CloseFrame>,
+    pub(crate) frames: QueueReceiver,
 }
 
 /// The room went away (its task ended): the membership is over.

@@ -22,6 +22,7 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::name::{DisplayName, RoomName};
 use crate::protocol::{ClientFrame, DecodeError, Ref, TextFrame, error_frame};
+use crate::queue::Received;
 use crate::room::check_message;
 
 /// A frame from the client, as the adapter hands it over.
@@ -194,7 +195,7 @@ struct Driver<K> {
 
 enum Step {
     Shutdown,
-    Queued(Option<TextFrame>),
+    Queued(Received),
     Incoming(Option<Incoming>),
     Timer,
 }
@@ -240,7 +241,7 @@ where
             timer.as_mut().reset(deadline);
         }
         let step = {
-            let frames = d.joined.as_mut().map(|j| &mut j.membership.frames);
+            let frames = d.joined.as_ref().map(|j| &j.membership.frames);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => Step::Shutdown,
@@ -251,8 +252,8 @@ where
         };
         let flow = match step {
             Step::Shutdown => Err(Ending::Close(CloseFrame::going_away())),
-            Step::Queued(Some(frame)) => d.write(Outgoing::Text(frame), true).await,
-            Step::Queued(None) => Err(d.released_by_room(&cancel)),
+            Step::Queued(Received::Frame(frame)) => d.write(Outgoing::Text(frame), true).await,
+            Step::Queued(Received::Ended(close)) => Err(d.released_by_room(close, &cancel)),
             Step::Incoming(None) => Err(Ending::PeerClosed),
             Step::Incoming(Some(frame)) => d.on_incoming(frame).await,
             Step::Timer => d.on_timer().await,
@@ -461,7 +462,7 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
     }
 
     async fn leave(&mut self, reference: Option<Ref>) -> Flow {
-        let Some(Joined { mut membership, .. }) = self.joined.take() else {
+        let Some(Joined { membership, .. }) = self.joined.take() else {
             return self.reply_error(&FrameError::NotJoined, reference).await;
         };
         self.join_deadline = Instant::now() + self.limits.join_timeout;
@@ -469,7 +470,7 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             return Err(self.room_gone());
         }
         // Everything the room queued before the leave took effect is still owed.
-        while let Ok(frame) = membership.frames.try_recv() {
+        while let Some(frame) = membership.frames.try_recv() {
             self.write(Outgoing::Text(frame), false).await?;
         }
         tracing::debug!(parent: &self.span, "left");
@@ -477,13 +478,14 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
     }
 
     /// The room ended the membership: close as it asked.
-    fn released_by_room(&mut self, cancel: &tokio_util::sync::CancellationToken) -> Ending {
-        match self
-            .joined
-            .take()
-            .map(|mut j| j.membership.close.try_recv())
-        {
-            Some(Ok(frame)) => Ending::Close(frame),
+    fn released_by_room(
+        &mut self,
+        close: Option<CloseFrame>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Ending {
+        self.joined = None;
+        match close {
+            Some(frame) => Ending::Close(frame),
             _ if cancel.is_cancelled() => Ending::Close(CloseFrame::going_away()),
             _ => {
                 tracing::error!(parent: &self.span, "room ended a membership without a reason");
@@ -512,30 +514,22 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
     async fn write(&mut self, first: Outgoing, drain: bool) -> Flow {
         let cancel = self.hub.cancel_token();
         let sink = &mut self.sink;
-        let (frames, close) = match &mut self.joined {
-            Some(j) => (
-                Some(&mut j.membership.frames),
-                Some(&mut j.membership.close),
-            ),
-            None => (None, None),
-        };
+        let frames = self.joined.as_ref().map(|j| &j.membership.frames);
         let write = async move {
             sink.feed(first).await?;
             if let (true, Some(rx)) = (drain, frames) {
                 for _ in 0..BATCH {
                     match rx.try_recv() {
-                        Ok(frame) => sink.feed(Outgoing::Text(frame)).await?,
-                        Err(_) => break,
+                        Some(frame) => sink.feed(Outgoing::Text(frame)).await?,
+                        None => break,
                     }
                 }
             }
             sink.flush().await
         };
         let released = async move {
-            match close {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
+            match frames {
+                Some(rx) => rx.ended().await,
                 None => std::future::pending().await,
             }
         };

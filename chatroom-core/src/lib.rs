@@ -65,6 +65,7 @@ mod local;
 pub mod name;
 mod origin;
 pub mod protocol;
+mod queue;
 pub mod room;
 pub mod testing;
 mod token;

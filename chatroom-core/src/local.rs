@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +29,7 @@ use crate::hooks::Hooks;
 use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
 use crate::protocol::{Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
+use crate::queue::{PushError, QueueSender, queue};
 use crate::room::{MemberId, Now, Recorded, Room};
 
 /// What the hub and the room tasks share.
@@ -122,7 +122,7 @@ impl LocalBackplane {
                     room: Room::new(room.clone(), &shared.limits),
                     links: Vec::new(),
                     shared: shared.clone(),
-                    handle: handle.clone(),
+                    handle: Arc::new(handle.clone()),
                     generation,
                     members,
                     rx,
@@ -362,8 +362,7 @@ enum Command {
 struct Link {
     member: MemberId,
     id: u64,
-    frames: mpsc::Sender<TextFrame>,
-    close: oneshot::Sender<CloseFrame>,
+    frames: QueueSender,
 }
 
 struct RoomActor {
@@ -371,7 +370,8 @@ struct RoomActor {
     /// Present members' links, in no particular order.
     links: Vec<Link>,
     shared: Arc<Shared>,
-    handle: RoomHandle,
+    /// Shared by every membership of the room (one allocation per room, not per member).
+    handle: Arc<RoomHandle>,
     generation: u64,
     members: Arc<AtomicUsize>,
     rx: mpsc::Receiver<Command>,
@@ -424,7 +424,7 @@ impl RoomActor {
         }
         if cancel.is_cancelled() {
             for link in self.links.drain(..) {
-                let _ = link.close.send(CloseFrame::going_away());
+                link.frames.end(Some(CloseFrame::going_away()));
             }
         }
     }
@@ -583,23 +583,20 @@ impl RoomActor {
             reference,
         }
         .encode();
-        let (frames_tx, frames) = mpsc::channel(self.shared.limits.outgoing_queue.max(2));
-        let (close_tx, close) = oneshot::channel();
+        let (frames_tx, frames) = queue(self.shared.limits.outgoing_queue.max(2));
         // The queue is new and empty, so the welcome always fits.
-        let _ = frames_tx.try_send(welcome);
+        let _ = frames_tx.push(welcome);
         let link = self.shared.next_id();
         self.links.push(Link {
             member,
             id: link,
             frames: frames_tx,
-            close: close_tx,
         });
         JoinReply::Accepted(Membership {
             member,
             link,
-            room: Arc::new(self.handle.clone()),
+            room: self.handle.clone(),
             frames,
-            close,
         })
     }
 
@@ -630,10 +627,10 @@ impl RoomActor {
             if Some(link.member) == except {
                 continue;
             }
-            match link.frames.try_send(event.frame.clone()) {
+            match link.frames.push(event.frame.clone()) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => dropped.push((link.member, true)),
-                Err(TrySendError::Closed(_)) => dropped.push((link.member, false)),
+                Err(PushError::Full) => dropped.push((link.member, true)),
+                Err(PushError::Closed) => dropped.push((link.member, false)),
             }
         }
         for (member, slow) in dropped {
@@ -649,10 +646,10 @@ impl RoomActor {
         let Some(link) = self.links.iter().find(|l| l.member == member) else {
             return;
         };
-        match link.frames.try_send(frame) {
+        match link.frames.push(frame) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.drop_member(member, true),
-            Err(TrySendError::Closed(_)) => self.drop_member(member, false),
+            Err(PushError::Full) => self.drop_member(member, true),
+            Err(PushError::Closed) => self.drop_member(member, false),
         }
     }
 
@@ -681,9 +678,7 @@ impl RoomActor {
     fn unlink(&mut self, member: MemberId, close: Option<CloseFrame>) {
         if let Some(pos) = self.links.iter().position(|l| l.member == member) {
             let link = self.links.swap_remove(pos);
-            if let Some(frame) = close {
-                let _ = link.close.send(frame);
-            }
+            link.frames.end(close);
         }
     }
 }

@@ -271,7 +271,7 @@ impl ServerFrame {
 pub struct TextFrame(Bytes);
 
 impl TextFrame {
-    fn json<T: Serialize + ?Sized>(value: &T) -> TextFrame {
+    pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> TextFrame {
         match serde_json::to_vec(value) {
             Ok(v) => TextFrame(Bytes::from(v)),
             // Our frame types only hold strings, numbers and lists: serialising cannot fail.
