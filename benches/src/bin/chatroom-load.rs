@@ -7,6 +7,7 @@
 //! chatroom-load churn  --addr 127.0.0.1:8080 [--pid P] --cycles 2000 --concurrency 10
 //! ```
 //!
+//! `--threads N` sets the generator's worker threads (default 2).
 //! Prints a table, then one line of JSON. Targets loopback addresses only.
 
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
             v.parse().map_err(|_| format!("--{k} {v}: not a number"))
         })
     };
-    let parsed = (|| -> Result<(Scenario, Target), String> {
+    let parsed = (|| -> Result<(Scenario, Target, u32), String> {
         let addr = opts
             .get("addr")
             .unwrap_or(&"127.0.0.1:8080")
@@ -74,9 +75,11 @@ fn main() -> ExitCode {
             },
             other => return Err(format!("unknown scenario {other}")),
         };
-        Ok((scenario, Target { addr, pid }))
+        // The generator's own worker threads (it shares the machine with the server).
+        let threads = num("threads", 2)?.max(1);
+        Ok((scenario, Target { addr, pid }, threads))
     })();
-    let (scenario, target) = match parsed {
+    let (scenario, target, threads) = match parsed {
         Ok(p) => p,
         Err(e) => {
             eprintln!("chatroom-load: {e}");
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
     };
     let limit = raise_fd_limit(1_100_000);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
         .enable_all()
         .build()
     {

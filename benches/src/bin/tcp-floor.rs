@@ -1,0 +1,144 @@
+//! `tcp-floor`: what one small write to a loopback TCP socket costs on this machine,
+//! with no WebSocket, no chat server and no async runtime on the writing side.
+//!
+//! It opens `rooms × clients` loopback connections and, like the `steady` scenario,
+//! writes one ~120-byte frame to each of the `clients` sockets of a room, for one room
+//! after another, at `rate` messages per second per room for `seconds` seconds. One
+//! plain thread does every write (blocking sockets, `TCP_NODELAY`, as a chat server
+//! has them); a tokio runtime on other threads reads and discards. It prints the
+//! writing thread's CPU seconds (user + system, from /proc/thread-self/stat) per
+//! million writes: the kernel's share of the server CPU per delivery in `steady`,
+//! which no server that sends each delivery as its own segment can go below.
+//!
+//! ```text
+//! tcp-floor [--rooms 10] [--clients 50] [--rate 200] [--seconds 10]
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
+    Some((utime + stime) / 100.0)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opt = |name: &str, default: u64| -> Result<u64, String> {
+        match args.iter().position(|a| a == &format!("--{name}")) {
+            None => Ok(default),
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("--{name} needs a number")),
+        }
+    };
+    let parsed = (|| {
+        Ok::<_, String>((
+            opt("rooms", 10)?,
+            opt("clients", 50)?,
+            opt("rate", 200)?,
+            opt("seconds", 10)?,
+        ))
+    })();
+    let (rooms, clients, rate, seconds) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tcp-floor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(rooms, clients, rate.max(1), seconds) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcp-floor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(rooms: u64, clients: u64, rate: u64, seconds: u64) -> std::io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut server_side = Vec::new();
+    let mut client_side = Vec::new();
+    for _ in 0..rooms * clients {
+        client_side.push(TcpStream::connect(addr)?);
+        let (s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        server_side.push(s);
+    }
+    // The readers: discard everything, on their own runtime and threads.
+    let readers = std::thread::spawn(move || -> std::io::Result<u64> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let mut tasks = Vec::new();
+            for s in client_side {
+                s.set_nonblocking(true)?;
+                let mut s = tokio::net::TcpStream::from_std(s)?;
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut total = 0u64;
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        total += n as u64;
+                    }
+                    total
+                }));
+            }
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap_or(0);
+            }
+            Ok(total)
+        })
+    });
+    let frame = br#"{"type":"message","id":123456,"ts":1764070000123,"from":"c0","text":"123456789012","room":"steady-room-0"}"#;
+    let period = Duration::from_secs_f64(1.0 / (rate * rooms) as f64);
+    let messages = rate * seconds * rooms;
+    let cpu_before = thread_cpu_seconds();
+    let start = Instant::now();
+    let mut writes = 0u64;
+    for m in 0..messages {
+        let due = start + period * m as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let room = (m % rooms) as usize;
+        let members = clients as usize;
+        for s in &mut server_side[room * members..(room + 1) * members] {
+            s.write_all(frame)?;
+            writes += 1;
+        }
+    }
+    let cpu = thread_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
+    let wall = start.elapsed().as_secs_f64();
+    drop(server_side);
+    let received = readers
+        .join()
+        .map_err(|_| std::io::Error::other("reader panicked"))??;
+    println!(
+        "writes              {writes} of {} bytes in {wall:.2} s",
+        frame.len()
+    );
+    println!("bytes received      {received}");
+    if let Some(cpu) = cpu {
+        println!(
+            "writer CPU          {cpu:.2} s = {:.2} s per million writes",
+            cpu / writes as f64 * 1e6
+        );
+    }
+    Ok(())
+}
