@@ -92,6 +92,8 @@ pub struct Report {
     pub held: u64,
     /// Server RSS growth per held connection in bytes (idle, with a pid).
     pub rss_per_connection: Option<f64>,
+    /// Server CPU microseconds (user + system) per cycle (churn, with a pid).
+    pub server_cpu_us_per_cycle: Option<f64>,
 }
 
 impl Report {
@@ -124,6 +126,9 @@ impl Report {
         }
         if self.held > 0 {
             out += &row("held", self.held.to_string());
+        }
+        if let Some(us) = self.server_cpu_us_per_cycle {
+            out += &row("server CPU", format!("{us:.0} µs per cycle"));
         }
         if let Some(rss) = self.rss_per_connection {
             out += &row("RSS/connection", format!("{:.0} bytes", rss));
@@ -446,14 +451,23 @@ where
 }
 
 /// The send time carried by a `message` event (its text), if `frame` is one.
-/// A substring scan instead of a JSON parse: the load generator must stay cheaper
-/// than the server it measures. Inside JSON strings quotes are escaped, so these
-/// patterns only match the frame's own structure.
+/// No JSON parse: the load generator must stay cheaper than the server it measures.
+/// The server writes `"type"` first and a member's `"text"` last, so both checks are
+/// anchored at the ends of the frame; anything else falls back to a substring search.
+/// Inside JSON strings quotes are escaped, so the patterns only match structure.
 fn sent_at(frame: &str) -> Option<Option<u64>> {
-    if !frame.contains(r#""type":"message""#) {
+    const KIND: &str = r#"{"type":"message""#;
+    const TEXT: &str = r#""text":""#;
+    if !frame.starts_with(KIND) && !frame.contains(r#""type":"message""#) {
         return None;
     }
-    let text = frame.split_once(r#""text":""#).map(|(_, rest)| rest);
+    if let Some(body) = frame.strip_suffix(r#""}"#) {
+        let digits = body.len() - body.bytes().rev().take_while(u8::is_ascii_digit).count();
+        if body[..digits].ends_with(TEXT) {
+            return Some(body[digits..].parse().ok());
+        }
+    }
+    let text = frame.split_once(TEXT).map(|(_, rest)| rest);
     Some(
         text.and_then(|t| t.split_once('"'))
             .and_then(|(digits, _)| digits.parse().ok()),
@@ -550,6 +564,7 @@ async fn idle(target: Target, connections: u32, rooms: u32, seconds: u32) -> Rep
 async fn churn(target: Target, cycles: u32, concurrency: u32) -> Report {
     let done = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
+    let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..concurrency.max(1) {
@@ -595,6 +610,29 @@ async fn churn(target: Target, cycles: u32, concurrency: u32) -> Report {
         lost: u64::from(cycles).saturating_sub(delivered.load(Ordering::Relaxed)),
         seconds,
         joins_per_sec: cycles_done as f64 / seconds,
+        server_cpu_us_per_cycle: cpu.and_then(|(pid, before)| {
+            let used = cpu_seconds(pid)? - before;
+            (cycles_done > 0).then(|| used / cycles_done as f64 * 1e6)
+        }),
         ..Report::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sent_at;
+
+    #[test]
+    fn the_send_time_is_read_from_a_message_event_however_its_fields_are_ordered() {
+        let member = r#"{"type":"message","id":7,"ts":1,"from":"c0","text":"123456"}"#;
+        assert_eq!(sent_at(member), Some(Some(123_456)));
+        let reordered = r#"{"id":7,"type":"message","text":"42","from":"c0"}"#;
+        assert_eq!(sent_at(reordered), Some(Some(42)));
+        let chat = r#"{"type":"message","id":7,"ts":1,"from":"c0","text":"hello"}"#;
+        assert_eq!(sent_at(chat), Some(None));
+        assert_eq!(
+            sent_at(r#"{"type":"joined","id":8,"ts":1,"name":"c1"}"#),
+            None
+        );
     }
 }
