@@ -42,9 +42,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::future::ready;
 use std::net::SocketAddr;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::ws::{self, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -55,7 +55,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use chatroom_core::api::{self, ApiResponse};
 use chatroom_core::{ConnectionContext, Hub, Incoming, Outgoing};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 pub use chatroom_core;
 
@@ -132,23 +132,60 @@ pub fn upgrade(
 
 /// Serves an upgraded socket until it closes.
 pub async fn serve_socket(hub: Hub, socket: WebSocket, context: ConnectionContext) {
-    let (sink, mut stream) = socket.split();
-    let mut ended = false;
-    let incoming = futures_util::stream::poll_fn(move |cx| {
-        if ended {
+    // Whatever the ending, dropping the socket here closes the TCP connection.
+    let _ = hub
+        .serve_transport(
+            context,
+            Transport {
+                socket,
+                ended: false,
+            },
+        )
+        .await;
+}
+
+/// The WebSocket as the core's transport, whole: no split halves sharing a lock.
+struct Transport {
+    socket: WebSocket,
+    /// The client's stream ended (or failed): yield nothing more.
+    ended: bool,
+}
+
+impl Stream for Transport {
+    type Item = Incoming;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        let this = self.get_mut();
+        if this.ended {
             return Poll::Ready(None);
         }
-        let next = match stream.poll_next_unpin(cx) {
+        let next = match this.socket.poll_next_unpin(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(item) => item.and_then(to_incoming),
         };
-        ended = next.is_none();
+        this.ended = next.is_none();
         Poll::Ready(next)
-    });
-    let outgoing = sink.with(|frame| ready(to_message(frame)));
-    futures_util::pin_mut!(outgoing);
-    // Whatever the ending, dropping the socket here closes the TCP connection.
-    let _ = hub.serve(context, incoming, outgoing).await;
+    }
+}
+
+impl Sink<Outgoing> for Transport {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        self.get_mut().socket.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Outgoing) -> Result<(), axum::Error> {
+        self.get_mut().socket.start_send_unpin(to_message(frame)?)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        self.get_mut().socket.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        self.get_mut().socket.poll_close_unpin(cx)
+    }
 }
 
 /// A client message as the core's frame; `None` ends the connection.

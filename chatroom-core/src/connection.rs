@@ -8,7 +8,9 @@
 //! 4003) and shutdown (1001). A web adapter only converts its messages to these types.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -179,11 +181,12 @@ impl Bucket {
     }
 }
 
-struct Driver<K> {
+struct Driver<T> {
     hub: Hub,
     limits: Arc<Limits>,
     context: ConnectionContext,
-    sink: K,
+    /// The client's transport: a stream of its frames and a sink for ours.
+    io: T,
     joined: Option<Joined>,
     bucket: Bucket,
     rejections: VecDeque<Instant>,
@@ -201,15 +204,9 @@ enum Step {
 }
 
 /// Serves one connection until it ends. See the module docs.
-pub(crate) async fn drive<S, K>(
-    hub: Hub,
-    context: ConnectionContext,
-    mut incoming: S,
-    sink: K,
-) -> ConnectionEnd
+pub(crate) async fn drive<T>(hub: Hub, context: ConnectionContext, io: T) -> ConnectionEnd
 where
-    S: Stream<Item = Incoming> + Unpin,
-    K: Sink<Outgoing> + Unpin,
+    T: Stream<Item = Incoming> + Sink<Outgoing> + Unpin,
 {
     let limits = hub.limits_arc();
     let now = Instant::now();
@@ -225,7 +222,7 @@ where
         hub,
         limits,
         context,
-        sink,
+        io,
         joined: None,
         rejections: VecDeque::new(),
         last_heard: now,
@@ -246,7 +243,7 @@ where
                 biased;
                 () = cancel.cancelled() => Step::Shutdown,
                 f = async move { match frames { Some(rx) => rx.recv().await, None => std::future::pending().await } } => Step::Queued(f),
-                m = incoming.next() => Step::Incoming(m),
+                m = d.io.next() => Step::Incoming(m),
                 () = &mut timer => Step::Timer,
             }
         };
@@ -265,7 +262,7 @@ where
     d.finish(ending).await
 }
 
-impl<K: Sink<Outgoing> + Unpin> Driver<K> {
+impl<T: Sink<Outgoing> + Unpin> Driver<T> {
     /// The next moment a timer matters: the join timeout, or the keepalive.
     fn next_deadline(&self) -> Instant {
         let far = self.last_heard + Duration::from_secs(24 * 3600);
@@ -513,7 +510,7 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
     /// shuts down, the peer is dropped outright.
     async fn write(&mut self, first: Outgoing, drain: bool) -> Flow {
         let cancel = self.hub.cancel_token();
-        let sink = &mut self.sink;
+        let sink = &mut self.io;
         let frames = self.joined.as_ref().map(|j| &j.membership.frames);
         let write = async move {
             sink.feed(first).await?;
@@ -554,8 +551,8 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             Ending::Close(frame) => {
                 tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
                 let close = async {
-                    self.sink.send(Outgoing::Close(frame.clone())).await?;
-                    self.sink.close().await
+                    self.io.send(Outgoing::Close(frame.clone())).await?;
+                    self.io.close().await
                 };
                 match timeout(CLOSE_WRITE_TIMEOUT, close).await {
                     Ok(Ok(())) => ConnectionEnd::Closed(frame),
@@ -564,12 +561,46 @@ impl<K: Sink<Outgoing> + Unpin> Driver<K> {
             }
             Ending::PeerClosed => {
                 // Let the transport finish its side of the closing handshake.
-                let _ = timeout(CLOSE_WRITE_TIMEOUT, self.sink.flush()).await;
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, self.io.flush()).await;
                 ConnectionEnd::ClosedByPeer
             }
             // Dropped outright: no close frame.
             Ending::PeerGone | Ending::Dropped | Ending::SinkBroken => ConnectionEnd::Dropped,
         }
+    }
+}
+
+/// A transport given as two halves, as one value for [`drive`].
+pub(crate) struct Duplex<S, K> {
+    pub(crate) incoming: S,
+    pub(crate) outgoing: K,
+}
+
+impl<S: Stream<Item = Incoming> + Unpin, K: Unpin> Stream for Duplex<S, K> {
+    type Item = Incoming;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        self.get_mut().incoming.poll_next_unpin(cx)
+    }
+}
+
+impl<S: Unpin, K: Sink<Outgoing> + Unpin> Sink<Outgoing> for Duplex<S, K> {
+    type Error = K::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), K::Error>> {
+        self.get_mut().outgoing.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Outgoing) -> Result<(), K::Error> {
+        self.get_mut().outgoing.start_send_unpin(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), K::Error>> {
+        self.get_mut().outgoing.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), K::Error>> {
+        self.get_mut().outgoing.poll_close_unpin(cx)
     }
 }
 

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{Backplane, Entry, JoinRequest, Membership, RoomDetails, RoomSummary};
-use crate::connection::{ConnectionEnd, Incoming, Outgoing, drive};
+use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
 use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict, guarded};
 use crate::limits::Limits;
@@ -188,6 +188,10 @@ impl Hub {
     /// `outgoing` takes the server's frames. A web adapter converts its WebSocket
     /// messages to [`Incoming`]/[`Outgoing`] and awaits this (usually in a spawned task).
     /// The result says whether the connection closed with a handshake or was dropped.
+    ///
+    /// A transport that is one value (a WebSocket is both a stream and a sink) is
+    /// better given whole to [`Hub::serve_transport`]: splitting it costs a lock per
+    /// frame.
     pub fn serve<S, K>(
         &self,
         context: ConnectionContext,
@@ -198,9 +202,22 @@ impl Hub {
         S: Stream<Item = Incoming> + Unpin,
         K: Sink<Outgoing> + Unpin,
     {
+        self.serve_transport(context, Duplex { incoming, outgoing })
+    }
+
+    /// [`Hub::serve`] for a transport that is both the stream of the client's frames
+    /// and the sink for the server's.
+    pub fn serve_transport<T>(
+        &self,
+        context: ConnectionContext,
+        transport: T,
+    ) -> impl Future<Output = ConnectionEnd> + use<T>
+    where
+        T: Stream<Item = Incoming> + Sink<Outgoing> + Unpin,
+    {
         self.inner
             .tracker
-            .track_future(drive(self.clone(), context, incoming, outgoing))
+            .track_future(drive(self.clone(), context, transport))
     }
 
     /// Validates a join, asks the policy hook, and joins through the backplane.
