@@ -10,8 +10,16 @@
 //! million writes: the kernel's share of the server CPU per delivery in `steady`,
 //! which no server that sends each delivery as its own segment can go below.
 //!
+//! With `cycles` first, it measures the floor of the `churn` scenario instead: each
+//! cycle connects, makes `exchanges` request/response round trips of ~100 bytes (a
+//! churn cycle has five: upgrade, join, send, leave, close) and disconnects, with
+//! `concurrency` cycles at a time; both ends run in this process on a 2-thread tokio
+//! runtime, so the CPU per cycle it prints compares with the server's plus the load
+//! generator's CPU per churn cycle.
+//!
 //! ```text
 //! tcp-floor [--rooms 10] [--clients 50] [--rate 200] [--seconds 10]
+//! tcp-floor cycles [--cycles 20000] [--concurrency 10] [--exchanges 5]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -43,6 +51,25 @@ fn main() -> ExitCode {
                 .ok_or_else(|| format!("--{name} needs a number")),
         }
     };
+    if args.first().is_some_and(|a| a == "cycles") {
+        let parsed = (|| {
+            Ok::<_, String>((
+                opt("cycles", 20_000)?,
+                opt("concurrency", 10)?,
+                opt("exchanges", 5)?,
+            ))
+        })();
+        return match parsed
+            .map_err(|e| std::io::Error::other(e))
+            .and_then(|(c, n, x)| cycles(c, n.max(1), x))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tcp-floor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let parsed = (|| {
         Ok::<_, String>((
             opt("rooms", 10)?,
@@ -65,6 +92,82 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Connect, `exchanges` round trips of 100 bytes, disconnect; `concurrency` at a time.
+fn cycles(total: u64, concurrency: u64, exchanges: u64) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.set_nodelay(true);
+                    let mut buf = [0u8; 100];
+                    while s.read_exact(&mut buf).await.is_ok() {
+                        if s.write_all(&buf).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let cpu_before = process_cpu_seconds();
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..concurrency {
+            let share = total / concurrency + u64::from(w < total % concurrency);
+            workers.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                for _ in 0..share {
+                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                        break;
+                    };
+                    let _ = s.set_nodelay(true);
+                    let mut buf = [7u8; 100];
+                    for _ in 0..exchanges {
+                        if s.write_all(&buf).await.is_err() || s.read_exact(&mut buf).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    done += 1;
+                }
+                done
+            }));
+        }
+        let mut done = 0;
+        for w in workers {
+            done += w.await.unwrap_or(0);
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
+        println!(
+            "cycles              {done} in {wall:.2} s = {:.0} cycles/s",
+            done as f64 / wall
+        );
+        if let Some(cpu) = cpu {
+            println!(
+                "CPU (both ends)     {cpu:.2} s = {:.0} µs per cycle",
+                cpu / done.max(1) as f64 * 1e6
+            );
+        }
+        Ok(())
+    })
 }
 
 fn run(rooms: u64, clients: u64, rate: u64, seconds: u64) -> std::io::Result<()> {
