@@ -4,7 +4,9 @@
 
 use std::hint::black_box;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use chatroom_core::protocol::{Event, MessageEvent};
@@ -60,35 +62,79 @@ fn room_operations(c: &mut Criterion) {
     group.finish();
 }
 
-/// A client transport that never takes a frame: its connection driver holds the first
-/// frame (the welcome) forever, so everything after it stays in the member's queue.
-struct StalledSink;
+/// A gate in front of every member's transport: while it is shut, the members'
+/// connection drivers cannot write (each holds one frame), so what the room sends stays
+/// in the member queues; opened, the drivers drain the queues into [`GatedSink`]s,
+/// which count and discard.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    waiting: Mutex<Vec<Waker>>,
+    written: AtomicU64,
+}
 
-impl Sink<Outgoing> for StalledSink {
-    type Error = ();
-    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        Poll::Pending
+impl Gate {
+    fn set(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        if open {
+            for waker in self.waiting.lock().expect("lock").drain(..) {
+                waker.wake();
+            }
+        }
     }
-    fn start_send(self: Pin<&mut Self>, _: Outgoing) -> Result<(), ()> {
-        Ok(())
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        Poll::Pending
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        Poll::Pending
+
+    /// Opens the gate and waits until the sinks have taken `frames` frames in all.
+    async fn drain_until(&self, frames: u64) {
+        self.set(true);
+        while self.written.load(Ordering::SeqCst) < frames {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
-/// Most events posted into one set of stalled members (their queues hold the `joined`
-/// announcements of the later members, then these).
+struct GatedSink(Arc<Gate>);
+
+impl Sink<Outgoing> for GatedSink {
+    type Error = ();
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        if self.0.open.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(()));
+        }
+        self.0
+            .waiting
+            .lock()
+            .expect("lock")
+            .push(cx.waker().clone());
+        // Opened meanwhile: its wake-up may have missed this waker.
+        if self.0.open.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+    fn start_send(self: Pin<&mut Self>, _: Outgoing) -> Result<(), ()> {
+        self.0.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Events posted while the gate is shut, per timed round.
 const QUEUED_EVENTS: u64 = 2000;
 
 /// One event into the member queues of a room: the room task stores it in the
-/// history, encodes it once and queues it to every member. The members' drivers are
-/// stalled (see [`StalledSink`]), so nothing reads the queues while the clock runs.
-/// Timed: `Hub::post` per event (request to the room task, reply before the fan-out)
-/// and one final query to the room, which the room answers after its last fan-out.
+/// history, encodes it once and queues it to every member. The gate is shut while the
+/// clock runs, so no driver reads a queue then. Timed: `Hub::post` per event (request
+/// to the room task, reply before the fan-out) and one final query to the room, which
+/// the room answers after its last fan-out.
+///
+/// `warm`: the same members for every round, their queues drained between rounds, so
+/// the queues have the capacity a busy member's queue has. `cold`: fresh members for
+/// every round, so each queue grows (and its memory is first touched) on the clock.
 ///
 /// One thread runs everything (a current-thread runtime), so the figure is what one
 /// core does, without the cost of waking another thread per request.
@@ -101,51 +147,69 @@ fn fan_out_into_queues(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for members in [10u64, 100, 1000] {
         group.throughput(Throughput::Elements(members));
-        group.bench_function(format!("{members}_members"), |b| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut total = Duration::ZERO;
-                    let mut left = iters;
-                    while left > 0 {
-                        let chunk = left.min(QUEUED_EVENTS);
-                        let hub = stalled_room(members).await;
-                        let start = Instant::now();
-                        for _ in 0..chunk {
-                            hub.post("fan", "bench", "hello everyone")
-                                .await
-                                .expect("posted");
+        for warm in [true, false] {
+            let label = if warm { "warm" } else { "cold" };
+            let mut room = warm.then(|| runtime.block_on(gated_room(members)));
+            group.bench_function(format!("{members}_members/{label}"), |b| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let mut total = Duration::ZERO;
+                        let mut left = iters;
+                        while left > 0 {
+                            let chunk = left.min(QUEUED_EVENTS);
+                            let (hub, gate) = match &room {
+                                Some(r) => r.clone(),
+                                None => gated_room(members).await,
+                            };
+                            gate.set(false);
+                            let start = Instant::now();
+                            for _ in 0..chunk {
+                                hub.post("fan", "bench", "hello everyone")
+                                    .await
+                                    .expect("posted");
+                            }
+                            let details = hub.room("fan").await.expect("room");
+                            total += start.elapsed();
+                            assert_eq!(details.members.len() as u64, members);
+                            let before = gate.written.load(Ordering::SeqCst);
+                            gate.drain_until(before + chunk * members).await;
+                            if room.is_none() {
+                                hub.shutdown().await;
+                            }
+                            left -= chunk;
                         }
-                        let details = hub.room("fan").await.expect("room");
-                        total += start.elapsed();
-                        assert_eq!(details.members.len() as u64, members);
-                        hub.shutdown().await;
-                        left -= chunk;
-                    }
-                    total
+                        total
+                    })
                 })
-            })
-        });
+            });
+            if let Some((hub, _)) = room.take() {
+                runtime.block_on(hub.shutdown());
+            }
+        }
     }
     group.finish();
 }
 
-/// A hub with one room of `members` members whose drivers never write.
-async fn stalled_room(members: u64) -> Hub {
+/// A hub with one room of `members` members behind an open gate, every `joined`
+/// announcement drained.
+async fn gated_room(members: u64) -> (Hub, Arc<Gate>) {
     let limits = Limits {
         outgoing_queue: (members + QUEUED_EVENTS + 16) as usize,
         max_members: 100_000,
         ..Limits::default()
     };
     let hub = Hub::builder().limits(limits).build();
+    let gate = Arc::new(Gate::default());
+    gate.set(true);
     for i in 0..members {
         let join = format!(r#"{{"type":"join","room":"fan","name":"m{i}"}}"#);
         let incoming = stream::iter([Incoming::Text(join.into())]).chain(stream::pending());
-        tokio::spawn(hub.serve(Default::default(), incoming, StalledSink));
+        tokio::spawn(hub.serve(Default::default(), incoming, GatedSink(gate.clone())));
     }
-    while hub.room("fan").await.map_or(0, |d| d.members.len() as u64) < members {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    hub
+    // Each member's welcome, then a `joined` for every later member.
+    gate.drain_until(members + members * (members - 1) / 2)
+        .await;
+    (hub, gate)
 }
 
 /// One event delivered to every member of a room through the hub, end to end: the

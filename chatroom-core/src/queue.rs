@@ -24,6 +24,7 @@ pub(crate) fn queue(capacity: usize) -> (QueueSender, QueueReceiver) {
         end: End::Open,
         waker: None,
         end_waker: None,
+        close: None,
     }));
     (
         QueueSender {
@@ -43,13 +44,16 @@ struct State {
     /// The consumer's task, while it waits for the end only (a push does not wake it:
     /// it waits there while its connection's write is blocked).
     end_waker: Option<Waker>,
+    /// The close frame the room ended the queue with. Kept out of `end` so that what a
+    /// push reads stays small.
+    close: Option<CloseFrame>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Open,
-    /// The producer ended the queue, with the close frame the connection should send.
-    Ended(Option<CloseFrame>),
+    /// The producer ended the queue (with the close frame in `close`, if any).
+    Ended,
     /// The consumer is gone: pushes fail.
     ReceiverGone,
 }
@@ -82,7 +86,7 @@ impl QueueSender {
             let mut state = lock(&self.shared);
             match state.end {
                 End::Open => {}
-                End::Ended(_) | End::ReceiverGone => return Err(PushError::Closed),
+                End::Ended | End::ReceiverGone => return Err(PushError::Closed),
             }
             if state.frames.len() >= state.capacity {
                 return Err(PushError::Full);
@@ -105,7 +109,8 @@ impl QueueSender {
         let wakers = {
             let mut state = lock(&self.shared);
             if let End::Open = state.end {
-                state.end = End::Ended(close);
+                state.end = End::Ended;
+                state.close = close;
             }
             [state.waker.take(), state.end_waker.take()]
         };
@@ -144,8 +149,8 @@ impl QueueReceiver {
             if let Some(frame) = state.frames.pop_front() {
                 return Poll::Ready(Received::Frame(frame));
             }
-            if let End::Ended(close) = &mut state.end {
-                return Poll::Ready(Received::Ended(close.take()));
+            if let End::Ended = state.end {
+                return Poll::Ready(Received::Ended(state.close.take()));
             }
             register(&mut state.waker, cx.waker());
             Poll::Pending
@@ -162,7 +167,7 @@ impl QueueReceiver {
     pub(crate) async fn ended(&self) {
         poll_fn(|cx| {
             let mut state = lock(&self.shared);
-            if let End::Ended(_) = state.end {
+            if let End::Ended = state.end {
                 return Poll::Ready(());
             }
             register(&mut state.end_waker, cx.waker());
