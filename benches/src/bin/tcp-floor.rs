@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             ))
         })();
         return match parsed
-            .map_err(|e| std::io::Error::other(e))
+            .map_err(std::io::Error::other)
             .and_then(|(c, n, x)| cycles(c, n.max(1), x))
         {
             Ok(()) => ExitCode::SUCCESS,
