@@ -28,6 +28,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tokio::io::AsyncReadExt;
 
 fn thread_cpu_seconds() -> Option<f64> {
@@ -181,8 +182,20 @@ fn run(rooms: u64, clients: u64, rate: u64, seconds: u64) -> std::io::Result<()>
         s.set_nodelay(true)?;
         server_side.push(s);
     }
-    // The readers: discard everything, on their own runtime and threads.
-    let readers = std::thread::spawn(move || -> std::io::Result<u64> {
+    // Each frame carries its write time (ns since `origin`, 20 digits, so every frame
+    // has the same length) for the readers' latency histogram.
+    let origin = Instant::now();
+    let frame_at = move |at: Instant| {
+        format!(
+            r#"{{"type":"message","id":123456,"ts":1764070000123,"from":"c0","text":"{:020}","room":"steady-room-0"}}"#,
+            at.duration_since(origin).as_nanos()
+        )
+    };
+    let frame_len = frame_at(origin).len();
+    let stamp_at = frame_len - r#"","room":"steady-room-0"}"#.len() - 20;
+    // The readers: parse the stamps, on their own runtime and thread, as a load
+    // generator would.
+    let readers = std::thread::spawn(move || -> std::io::Result<(u64, Histogram<u64>)> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -193,22 +206,40 @@ fn run(rooms: u64, clients: u64, rate: u64, seconds: u64) -> std::io::Result<()>
                 s.set_nonblocking(true)?;
                 let mut s = tokio::net::TcpStream::from_std(s)?;
                 tasks.push(tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
+                    let mut buf = vec![0u8; 4096];
+                    let mut pending = Vec::new();
+                    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                        .map_err(std::io::Error::other)?;
                     let mut total = 0u64;
                     while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        let now = origin.elapsed().as_nanos() as u64;
                         total += n as u64;
+                        pending.extend_from_slice(&buf[..n]);
+                        let whole = pending.len() / frame_len * frame_len;
+                        for frame in pending[..whole].chunks_exact(frame_len) {
+                            let sent = std::str::from_utf8(&frame[stamp_at..stamp_at + 20])
+                                .ok()
+                                .and_then(|d| d.parse::<u64>().ok())
+                                .unwrap_or(now);
+                            let _ = latency.record((now.saturating_sub(sent) / 1000).max(1));
+                        }
+                        pending.drain(..whole);
                     }
-                    total
+                    Ok::<_, std::io::Error>((total, latency))
                 }));
             }
             let mut total = 0;
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .map_err(std::io::Error::other)?;
             for t in tasks {
-                total += t.await.unwrap_or(0);
+                if let Ok(Ok((bytes, h))) = t.await {
+                    total += bytes;
+                    let _ = latency.add(&h);
+                }
             }
-            Ok(total)
+            Ok((total, latency))
         })
     });
-    let frame = br#"{"type":"message","id":123456,"ts":1764070000123,"from":"c0","text":"123456789012","room":"steady-room-0"}"#;
     let period = Duration::from_secs_f64(1.0 / (rate * rooms) as f64);
     let messages = rate * seconds * rooms;
     let cpu_before = thread_cpu_seconds();
@@ -222,21 +253,25 @@ fn run(rooms: u64, clients: u64, rate: u64, seconds: u64) -> std::io::Result<()>
         let room = (m % rooms) as usize;
         let members = clients as usize;
         for s in &mut server_side[room * members..(room + 1) * members] {
-            s.write_all(frame)?;
+            s.write_all(frame_at(Instant::now()).as_bytes())?;
             writes += 1;
         }
     }
     let cpu = thread_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
     let wall = start.elapsed().as_secs_f64();
     drop(server_side);
-    let received = readers
+    let (received, latency) = readers
         .join()
         .map_err(|_| std::io::Error::other("reader panicked"))??;
-    println!(
-        "writes              {writes} of {} bytes in {wall:.2} s",
-        frame.len()
-    );
+    println!("writes              {writes} of {frame_len} bytes in {wall:.2} s");
     println!("bytes received      {received}");
+    println!(
+        "latency (µs)        p50 {}  p99 {}  p99.9 {}  max {}",
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.99),
+        latency.value_at_quantile(0.999),
+        latency.max()
+    );
     if let Some(cpu) = cpu {
         println!(
             "writer CPU          {cpu:.2} s = {:.2} s per million writes",
