@@ -49,6 +49,15 @@ for site in axum-site actix-site; do
   done
 done
 
+# The kernel's floor on this machine, in the same run: bare loopback TCP in the
+# steady pattern, and connect + five round trips + close at the churn concurrency.
+for run in $(seq 1 "$RUNS"); do
+  echo "== tcp-floor run $run" >&2
+  target/release/tcp-floor | tee /dev/stderr | tail -n 1 > "$OUT/floor-writes-$run.json" || true
+  target/release/tcp-floor cycles --cycles 20000 --concurrency 10 --exchanges 5 \
+    | tee /dev/stderr | tail -n 1 > "$OUT/floor-cycles-$run.json" || true
+done
+
 python3 - "$OUT" "$RUNS" <<'PY'
 import json, statistics, sys, pathlib
 out, runs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
@@ -61,7 +70,8 @@ metrics = {
                ("server_cpu_s_per_million", "CPU s/M", "{:.2f}")],
     "idle": [("held", "held", "{:.0f}"), ("rss_per_connection", "RSS B/conn", "{:,.0f}"),
              ("joins_per_sec", "joins/s", "{:,.0f}")],
-    "churn": [("joins_per_sec", "cycles/s", "{:,.0f}"), ("lost", "lost", "{:.0f}")],
+    "churn": [("joins_per_sec", "cycles/s", "{:,.0f}"), ("lost", "lost", "{:.0f}"),
+              ("server_cpu_us_per_cycle", "CPU µs/cyc", "{:.0f}")],
 }
 def load(site, name):
     rows = []
@@ -87,4 +97,24 @@ for name, ms in metrics.items():
             med = statistics.median(vals)
             cells.append(f"{fmt.format(med)} ({fmt.format(min(vals))}-{fmt.format(max(vals))})")
         print(f"{name:<8} {label:<12} {cells[0]:>32} {cells[1]:>32}")
+
+print()
+print("kernel floor (tcp-floor, no WebSocket, no chat server), median (min-max):")
+for kind, fields in (("writes", [("writer_cpu_s_per_million", "steady pattern: writer CPU s per million writes"),
+                                 ("lat_p50", "steady pattern: p50 µs"), ("lat_p99", "steady pattern: p99 µs")]),
+                     ("cycles", [("cycles_per_sec", "churn pattern: cycles/s"),
+                                 ("cpu_us_per_cycle", "churn pattern: CPU µs per cycle, both ends")])):
+    rows = []
+    for run in range(1, runs + 1):
+        try:
+            r = json.loads((out / f"floor-{kind}-{run}.json").read_text())
+        except Exception:
+            continue
+        lat = r.get("latency_us", [0, 0, 0, 0])
+        r.update(lat_p50=lat[0], lat_p99=lat[1])
+        rows.append(r)
+    for key, label in fields:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if vals:
+            print(f"  {label:<48} {statistics.median(vals):,.2f} ({min(vals):,.2f}-{max(vals):,.2f})")
 PY

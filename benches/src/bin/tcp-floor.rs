@@ -7,7 +7,7 @@
 //! plain thread does every write (blocking sockets, `TCP_NODELAY`, as a chat server
 //! has them); a tokio runtime on other threads reads and discards. It prints the
 //! writing thread's CPU seconds (user + system, from /proc/thread-self/stat) per
-//! million writes: the kernel's share of the server CPU per delivery in `steady`,
+//! million writes and the write-to-read latency (then the same as one line of JSON): the kernel's share of the server CPU per delivery in `steady`,
 //! which no server that sends each delivery as its own segment can go below.
 //!
 //! With `cycles` first, it measures the floor of the `churn` scenario instead: each
@@ -161,12 +161,15 @@ fn cycles(total: u64, concurrency: u64, exchanges: u64) -> std::io::Result<()> {
             "cycles              {done} in {wall:.2} s = {:.0} cycles/s",
             done as f64 / wall
         );
-        if let Some(cpu) = cpu {
-            println!(
-                "CPU (both ends)     {cpu:.2} s = {:.0} µs per cycle",
-                cpu / done.max(1) as f64 * 1e6
-            );
+        let per_cycle = cpu.map(|cpu| cpu / done.max(1) as f64 * 1e6);
+        if let (Some(cpu), Some(us)) = (cpu, per_cycle) {
+            println!("CPU (both ends)     {cpu:.2} s = {us:.0} µs per cycle");
         }
+        println!(
+            r#"{{"floor":"cycles","cycles_per_sec":{:.0},"cpu_us_per_cycle":{}}}"#,
+            done as f64 / wall,
+            per_cycle.map_or("null".into(), |us| format!("{us:.1}"))
+        );
         Ok(())
     })
 }
@@ -272,11 +275,17 @@ fn run(rooms: u64, clients: u64, rate: u64, seconds: u64) -> std::io::Result<()>
         latency.value_at_quantile(0.999),
         latency.max()
     );
-    if let Some(cpu) = cpu {
-        println!(
-            "writer CPU          {cpu:.2} s = {:.2} s per million writes",
-            cpu / writes as f64 * 1e6
-        );
+    let per_million = cpu.map(|cpu| cpu / writes.max(1) as f64 * 1e6);
+    if let (Some(cpu), Some(m)) = (cpu, per_million) {
+        println!("writer CPU          {cpu:.2} s = {m:.2} s per million writes");
     }
+    println!(
+        r#"{{"floor":"writes","writer_cpu_s_per_million":{},"latency_us":[{},{},{},{}]}}"#,
+        per_million.map_or("null".into(), |m| format!("{m:.2}")),
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.99),
+        latency.value_at_quantile(0.999),
+        latency.max()
+    );
     Ok(())
 }
