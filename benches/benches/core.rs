@@ -132,9 +132,10 @@ const QUEUED_EVENTS: u64 = 2000;
 /// to the room task, reply before the fan-out) and one final query to the room, which
 /// the room answers after its last fan-out.
 ///
-/// `warm`: the same members for every round, their queues drained between rounds, so
-/// the queues have the capacity a busy member's queue has. `cold`: fresh members for
-/// every round, so each queue grows (and its memory is first touched) on the clock.
+/// `warm`: the same members for every round, their queues drained between rounds (a
+/// drained queue gives its buffer back, so each round grows the queues again, from
+/// memory the allocator recycles). `cold`: a fresh hub and fresh members for every
+/// round, so the queues' memory is also first touched on the clock.
 ///
 /// One thread runs everything (a current-thread runtime), so the figure is what one
 /// core does, without the cost of waking another thread per request.

@@ -4,9 +4,10 @@
 //! It replaces a `tokio::sync::mpsc` channel plus a `oneshot` for the close reason.
 //! Fan-out pushes one frame into every member's queue, so this is the hottest path of
 //! a busy room and the largest per-member allocation of an idle one: here a push takes
-//! one uncontended lock and touches the queue's own state and one slot, and an empty
-//! queue is about 100 bytes (the mpsc channel allocates its first block of 32 slots up
-//! front, over 1 KiB together with the oneshot).
+//! one short lock (shared only with the member's driver) and touches the queue's own
+//! state and one slot; an empty queue is about 100 bytes (the mpsc channel allocates
+//! its first block of 32 slots up front, over 1 KiB together with the oneshot), and a
+//! queue that a burst grew gives that memory back once it is drained.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -56,6 +57,20 @@ enum End {
     Ended,
     /// The consumer is gone: pushes fail.
     ReceiverGone,
+}
+
+/// A drained queue keeps at most this many slots of capacity: a member that once fell
+/// behind (a burst) does not keep the memory for it while idle.
+const KEEP_WHEN_EMPTY: usize = 32;
+
+impl State {
+    fn pop(&mut self) -> Option<TextFrame> {
+        let frame = self.frames.pop_front()?;
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_WHEN_EMPTY {
+            self.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
 }
 
 fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -146,7 +161,7 @@ impl QueueReceiver {
     pub(crate) async fn recv(&self) -> Received {
         poll_fn(|cx| {
             let mut state = lock(&self.shared);
-            if let Some(frame) = state.frames.pop_front() {
+            if let Some(frame) = state.pop() {
                 return Poll::Ready(Received::Frame(frame));
             }
             if let End::Ended = state.end {
@@ -160,7 +175,7 @@ impl QueueReceiver {
 
     /// The next frame if one is queued.
     pub(crate) fn try_recv(&self) -> Option<TextFrame> {
-        lock(&self.shared).frames.pop_front()
+        lock(&self.shared).pop()
     }
 
     /// Resolves once the room ended the queue (whatever is still queued).
@@ -263,6 +278,21 @@ mod tests {
         assert!(!waiter.is_finished());
         tx.end(None);
         assert_eq!(waiter.await.unwrap(), Some(frame("a")));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_what_a_burst_grew() {
+        let (tx, rx) = queue(4096);
+        for _ in 0..1000 {
+            tx.push(frame("a")).unwrap();
+        }
+        assert!(lock(&rx.shared).frames.capacity() >= 1000);
+        while rx.try_recv().is_some() {}
+        assert_eq!(lock(&rx.shared).frames.capacity(), 0);
+        // A short queue keeps its small buffer between frames.
+        tx.push(frame("b")).unwrap();
+        assert_eq!(rx.try_recv(), Some(frame("b")));
+        assert!(lock(&rx.shared).frames.capacity() > 0);
     }
 
     #[test]
