@@ -45,6 +45,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{self, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -54,7 +55,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use chatroom_core::api::{self, ApiResponse};
-use chatroom_core::{ConnectionContext, Hub, Incoming, Outgoing};
+use chatroom_core::{ConnectionContext, ConnectionEnd, Hub, Incoming, Outgoing};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 pub use chatroom_core;
@@ -130,18 +131,26 @@ pub fn upgrade(
         .on_upgrade(move |socket| serve_socket(hub, socket, context))
 }
 
+/// How long, after the server's close frame, the client has to answer with its own.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Serves an upgraded socket until it closes.
 pub async fn serve_socket(hub: Hub, socket: WebSocket, context: ConnectionContext) {
+    let mut transport = Transport {
+        socket,
+        ended: false,
+    };
+    let end = hub.serve_transport(context, &mut transport).await;
+    if let ConnectionEnd::Closed(_) = end {
+        // The server closed (1001, 1008, ...): read, and drop, what the client still
+        // sends until its close frame answers ours (RFC 6455 §7.1.1), for at most
+        // CLOSE_LINGER. Closing the TCP connection with client data unread would send
+        // a reset, and a reset makes the client's system discard the frames we sent
+        // that the client has not read yet: the close frame among them.
+        let drain = async { while transport.next().await.is_some() {} };
+        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+    }
     // Whatever the ending, dropping the socket here closes the TCP connection.
-    let _ = hub
-        .serve_transport(
-            context,
-            Transport {
-                socket,
-                ended: false,
-            },
-        )
-        .await;
 }
 
 /// The WebSocket as the core's transport, whole: no split halves sharing a lock.

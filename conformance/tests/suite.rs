@@ -42,6 +42,7 @@ suite!(
     forbidden_by_the_host_policy,
     message_errors,
     rate_limit_and_flood_close,
+    a_close_reaches_a_client_that_reads_late,
     join_timeout_closes_with_1008,
     leave_frees_the_name_and_keeps_the_socket,
     rename_and_its_errors,
@@ -261,6 +262,37 @@ async fn rate_limit_and_flood_close(adapter: Adapter) {
         }
     };
     assert!((19..=24).contains(&bad), "bad_frame answers: {bad}");
+    assert_eq!(limited, 50);
+    assert_eq!(ended, Ended::Close(1008, "flooding".into()));
+}
+
+/// The server closes (flooding) while the client's later frames are still unread on
+/// the server's side, and the client reads only afterwards: every answer and the
+/// close frame must still arrive. (A server that dropped the TCP connection with data
+/// unread would reset it, and the reset would discard what the client had not read.)
+async fn a_close_reaches_a_client_that_reads_late(adapter: Adapter) {
+    let server = start(adapter);
+    let mut c = server.connect().await;
+    c.join("r", "A").await;
+    // ~1 KB each, so that most of them are still in the server's socket buffer (not
+    // yet read by the server at all) when it closes.
+    let junk = json!({ "pad": "x".repeat(1000) }).to_string();
+    for _ in 0..(24 + 50 + 30) {
+        c.send_text(&junk).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut answered, mut limited) = (0, 0);
+    let ended = loop {
+        match c.next().await {
+            Ok(frame) if frame["code"] == "rate_limited" => limited += 1,
+            Ok(_) => answered += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        (19..=24).contains(&answered),
+        "bad_frame answers: {answered}"
+    );
     assert_eq!(limited, 50);
     assert_eq!(ended, Ended::Close(1008, "flooding".into()));
 }
