@@ -156,7 +156,13 @@ pub fn raise_fd_limit(wanted: u64) -> u64 {
 
 /// (user + system) CPU seconds of a process, from /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// (user + system) CPU seconds from a `stat` file of /proc: `/proc/PID/stat`,
+/// `/proc/self/stat`, `/proc/thread-self/stat`.
+pub fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();

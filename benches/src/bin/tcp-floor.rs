@@ -28,17 +28,12 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use chatroom_benches::stat_cpu_seconds;
 use hdrhistogram::Histogram;
 use tokio::io::AsyncReadExt;
 
 fn thread_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
-    Some((utime + stime) / 100.0)
+    stat_cpu_seconds("/proc/thread-self/stat")
 }
 
 fn main() -> ExitCode {
@@ -96,12 +91,7 @@ fn main() -> ExitCode {
 }
 
 fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    stat_cpu_seconds("/proc/self/stat")
 }
 
 /// Connect, `exchanges` round trips of 100 bytes, disconnect; `concurrency` at a time.
