@@ -1,20 +1,29 @@
 //! The HTTP API that both adapters serve, as framework-neutral responses, so that the
-//! two return byte-identical answers.
+//! two return byte-identical answers: the same status, headers and body for the same
+//! request, whatever the framework's own extractors would have said.
 //!
 //! - `GET /rooms`: `[{"room": "General", "members": 2}]`
 //! - `GET /rooms/{room}`: `{"room": "General", "members": ["Alice", "Bob"]}`, or 404
 //! - `GET /rooms/{room}/names/{name}`: `{"available": false, "reason": "name_taken"}`
+//! - `GET /ws`: [`check_upgrade`] decides, before the framework's WebSocket code runs.
+//!
+//! Path segments are taken from the request's path as received (percent-encoded) and
+//! decoded here; one that is not valid percent-encoded UTF-8 is a 400 `bad_path`. Any
+//! method but `GET` is a 405 `method_not_allowed`.
 
 use serde::Serialize;
 
 use crate::error::ErrorCode;
 use crate::hub::{Hub, NameCheck};
+use crate::origin::Scheme;
 
-/// A JSON response: status code and body.
+/// A JSON response: status code, extra headers and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiResponse {
     /// The HTTP status code.
     pub status: u16,
+    /// Headers besides `Content-Type: application/json` (e.g. `Allow` on a 405).
+    pub headers: Vec<(&'static str, &'static str)>,
     /// The JSON body.
     pub body: String,
 }
@@ -22,11 +31,16 @@ pub struct ApiResponse {
 impl ApiResponse {
     fn json(status: u16, value: &impl Serialize) -> ApiResponse {
         match serde_json::to_string(value) {
-            Ok(body) => ApiResponse { status, body },
+            Ok(body) => ApiResponse {
+                status,
+                headers: Vec::new(),
+                body,
+            },
             Err(e) => {
                 tracing::error!(error = %e, "could not encode an API response");
                 ApiResponse {
                     status: 500,
+                    headers: Vec::new(),
                     body: r#"{"error":"internal","message":"internal server error"}"#.into(),
                 }
             }
@@ -38,6 +52,11 @@ impl ApiResponse {
             status,
             &serde_json::json!({"error": error, "message": message}),
         )
+    }
+
+    fn with_header(mut self, name: &'static str, value: &'static str) -> ApiResponse {
+        self.headers.push((name, value));
+        self
     }
 
     /// The 403 answer to a WebSocket upgrade from an origin the policy does not allow.
@@ -53,6 +72,187 @@ impl ApiResponse {
     pub fn not_found() -> ApiResponse {
         ApiResponse::error(404, "not_found", "no such resource")
     }
+
+    /// The 405 answer to any method but `GET`.
+    pub fn method_not_allowed() -> ApiResponse {
+        ApiResponse::error(405, "method_not_allowed", "only GET is served here")
+            .with_header("allow", "GET")
+    }
+
+    /// The 400 answer to a path segment that is not valid percent-encoded UTF-8.
+    pub fn bad_path() -> ApiResponse {
+        ApiResponse::error(
+            400,
+            "bad_path",
+            "the path is not valid percent-encoded UTF-8",
+        )
+    }
+
+    /// The 400 answer to a WebSocket upgrade the framework refused although
+    /// [`check_upgrade`] passed it (which should not happen).
+    pub fn bad_upgrade(message: &str) -> ApiResponse {
+        ApiResponse::error(400, "bad_upgrade", message)
+    }
+}
+
+/// `Ok` for `GET`, else the 405 answer.
+pub fn check_method(method: &str) -> Result<(), ApiResponse> {
+    if method == "GET" {
+        Ok(())
+    } else {
+        Err(ApiResponse::method_not_allowed())
+    }
+}
+
+/// Judges a WebSocket upgrade request before any framework code sees it, in this order:
+///
+/// 1. the `Origin`, by the hub's [`OriginPolicy`](crate::OriginPolicy): 403
+///    `forbidden_origin` (an `Origin` that is not visible ASCII, or several, is refused);
+/// 2. the method: 405 `method_not_allowed` unless `GET`;
+/// 3. the handshake (RFC 6455 §4.2.1): without `Upgrade: websocket` and
+///    `Connection: upgrade`, 426 `upgrade_required` (with `Upgrade: websocket`); a
+///    `Sec-WebSocket-Version` other than 13, 426 `unsupported_version` (with
+///    `Sec-WebSocket-Version: 13`); a `Sec-WebSocket-Key` that is not 16 bytes in
+///    base64, 400 `bad_upgrade`.
+///
+/// `headers` are the request's headers as (name, raw value) pairs; `secure` says
+/// whether the connection itself is TLS. The site's scheme, which a same-host origin
+/// must have, is the hub's [`scheme`](Hub::scheme) if set, else `https` when `secure`
+/// or when the request's `X-Forwarded-Proto` (or `Forwarded: proto=`) says `https`,
+/// else `http`. (A page cannot set those headers on a WebSocket request, so trusting
+/// them here lets a TLS proxy in front work without configuration, and gives a page
+/// nothing.)
+pub fn check_upgrade<'a>(
+    hub: &Hub,
+    method: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    secure: bool,
+) -> Result<(), ApiResponse> {
+    let mut origins = 0;
+    let mut origin = None;
+    let mut host = None;
+    let mut forwarded = None;
+    let mut x_forwarded = None;
+    let (mut upgrade, mut connection) = (false, false);
+    let (mut version, mut key) = (None, None);
+    for (name, value) in headers {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("origin") {
+            origins += 1;
+            origin = Some(value);
+        } else if is("host") {
+            host = Some(value);
+        } else if is("upgrade") {
+            upgrade |= has_token(value, "websocket");
+        } else if is("connection") {
+            connection |= has_token(value, "upgrade");
+        } else if is("sec-websocket-version") {
+            version = Some(value);
+        } else if is("sec-websocket-key") {
+            key = Some(value);
+        } else if is("x-forwarded-proto") {
+            x_forwarded = x_forwarded.or(Some(value));
+        } else if is("forwarded") {
+            forwarded = forwarded.or(Some(value));
+        }
+    }
+    let scheme = hub.scheme().unwrap_or_else(|| {
+        let proxied = forwarded
+            .and_then(forwarded_proto)
+            .or_else(|| x_forwarded.and_then(first_value).and_then(Scheme::parse));
+        match (secure, proxied) {
+            (true, _) | (false, Some(Scheme::Https)) => Scheme::Https,
+            _ => Scheme::Http,
+        }
+    });
+    if origins > 1 || !hub.origins().allows(origin, host, scheme) {
+        tracing::debug!(origin = ?origin.map(String::from_utf8_lossy), "refused a cross-origin WebSocket");
+        return Err(ApiResponse::origin_rejected());
+    }
+    check_method(method)?;
+    if !(upgrade && connection) {
+        return Err(ApiResponse::error(
+            426,
+            "upgrade_required",
+            "this endpoint speaks WebSocket only: send a WebSocket upgrade request",
+        )
+        .with_header("upgrade", "websocket"));
+    }
+    if version.map(<[u8]>::trim_ascii) != Some(b"13".as_slice()) {
+        return Err(ApiResponse::error(
+            426,
+            "unsupported_version",
+            "the WebSocket version must be 13",
+        )
+        .with_header("sec-websocket-version", "13"));
+    }
+    if !key.is_some_and(valid_key) {
+        return Err(ApiResponse::bad_upgrade(
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a comma-separated header value holds `token`, in any case.
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The first comma-separated element of a header value, as text.
+fn first_value(value: &[u8]) -> Option<&str> {
+    let first = value.split(|b| *b == b',').next()?;
+    std::str::from_utf8(first.trim_ascii()).ok()
+}
+
+/// `proto=` of the first element of a `Forwarded` header (RFC 7239), if any.
+fn forwarded_proto(value: &[u8]) -> Option<Scheme> {
+    first_value(value)?
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("proto"))
+        .and_then(|(_, v)| Scheme::parse(v.trim().trim_matches('"')))
+}
+
+/// A `Sec-WebSocket-Key`: 16 bytes in base64 (22 characters and `==`).
+fn valid_key(key: &[u8]) -> bool {
+    let key = key.trim_ascii();
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key.get(..22).is_some_and(|k| {
+            k.iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        })
+}
+
+/// Decodes one path segment as received (percent-encoded); `None` if an escape is
+/// malformed or the result is not UTF-8.
+pub fn decode_segment(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `n`th segment of `path` from its end (0: the last), decoded.
+fn segment_from_end(path: &str, n: usize) -> Result<String, ApiResponse> {
+    path.rsplit('/')
+        .nth(n)
+        .and_then(decode_segment)
+        .ok_or_else(ApiResponse::bad_path)
 }
 
 /// `GET /rooms`: every room with members, largest first.
@@ -61,16 +261,22 @@ pub async fn rooms(hub: &Hub) -> ApiResponse {
 }
 
 /// `GET /rooms/{room}`: the room's display name and members, 404 if it has none.
-pub async fn room(hub: &Hub, room: &str) -> ApiResponse {
-    match hub.room(room).await {
+/// `path` is the request's path as received; the room is its last segment.
+pub async fn room(hub: &Hub, path: &str) -> ApiResponse {
+    let room = match segment_from_end(path, 0) {
+        Ok(room) => room,
+        Err(bad) => return bad,
+    };
+    match hub.room(&room).await {
         Some(details) => ApiResponse::json(200, &details),
         None => ApiResponse::error(404, "no_such_room", "no such room"),
     }
 }
 
 /// `GET /rooms/{room}/names/{name}`: whether the name could join now. An invalid room
-/// name is a 400 with `invalid_room`.
-pub async fn name_check(hub: &Hub, room: &str, name: &str) -> ApiResponse {
+/// name is a 400 with `invalid_room`. `path` is the request's path as received; the
+/// room and the name are its third-last and last segments.
+pub async fn name_check(hub: &Hub, path: &str) -> ApiResponse {
     #[derive(Serialize)]
     struct Availability {
         available: bool,
@@ -80,7 +286,11 @@ pub async fn name_check(hub: &Hub, room: &str, name: &str) -> ApiResponse {
         available: reason.is_none(),
         reason,
     };
-    match hub.check_name(room, name).await {
+    let (room, name) = match (segment_from_end(path, 2), segment_from_end(path, 0)) {
+        (Ok(room), Ok(name)) => (room, name),
+        (Err(bad), _) | (_, Err(bad)) => return bad,
+    };
+    match hub.check_name(&room, &name).await {
         NameCheck::Available => ApiResponse::json(200, &answer(None)),
         NameCheck::Taken { .. } => ApiResponse::json(200, &answer(Some(ErrorCode::NameTaken))),
         NameCheck::InvalidName(_) => ApiResponse::json(200, &answer(Some(ErrorCode::InvalidName))),
@@ -106,26 +316,141 @@ mod tests {
             rooms(&hub).await,
             ApiResponse {
                 status: 200,
+                headers: vec![],
                 body: r#"[{"room":"General","members":1}]"#.into()
             }
         );
         assert_eq!(
-            room(&hub, "general").await.body,
+            room(&hub, "/rooms/general").await.body,
             r#"{"room":"General","members":["Alice"]}"#
         );
-        assert_eq!(room(&hub, "nope").await.status, 404);
+        assert_eq!(room(&hub, "/chat/rooms/nope").await.status, 404);
         assert_eq!(
-            name_check(&hub, "general", "ALICE").await.body,
+            name_check(&hub, "/rooms/general/names/ALICE").await.body,
             r#"{"available":false,"reason":"name_taken"}"#
         );
         assert_eq!(
-            name_check(&hub, "general", "a\tb").await.body,
+            name_check(&hub, "/rooms/general/names/a%09b").await.body,
             r#"{"available":false,"reason":"invalid_name"}"#
         );
         assert_eq!(
-            name_check(&hub, "general", "Bob").await.body,
+            name_check(&hub, "/rooms/general/names/Bob").await.body,
             r#"{"available":true,"reason":null}"#
         );
-        assert_eq!(name_check(&hub, "", "Bob").await.status, 400);
+        assert_eq!(name_check(&hub, "/rooms//names/Bob").await.status, 400);
+    }
+
+    #[tokio::test]
+    async fn paths_are_decoded_strictly() {
+        assert_eq!(decode_segment("Side%20room").as_deref(), Some("Side room"));
+        assert_eq!(decode_segment("a+b%2Fc").as_deref(), Some("a+b/c"));
+        assert_eq!(decode_segment("%C3%A9").as_deref(), Some("é"));
+        for bad in ["%FF", "%", "%4", "%zz", "%C3"] {
+            assert_eq!(decode_segment(bad), None, "{bad}");
+        }
+        let hub = Hub::new();
+        let bad = room(&hub, "/rooms/%FF").await;
+        assert_eq!((bad.status, bad.body.contains("bad_path")), (400, true));
+        assert_eq!(name_check(&hub, "/rooms/r/names/%FF").await.status, 400);
+        assert_eq!(name_check(&hub, "/rooms/%FF/names/x").await.status, 400);
+    }
+
+    const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade(hub: &Hub, headers: &[(&str, &[u8])], secure: bool) -> Result<(), u16> {
+        let mut all: Vec<(&str, &[u8])> = vec![
+            ("host", b"chat.example.com"),
+            ("upgrade", b"websocket"),
+            ("connection", b"keep-alive, Upgrade"),
+            ("sec-websocket-version", b"13"),
+            ("sec-websocket-key", KEY),
+        ];
+        for (name, value) in headers {
+            all.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            if !value.is_empty() {
+                all.push((name, value));
+            }
+        }
+        check_upgrade(hub, "GET", all, secure).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn upgrades_are_judged_origin_first() {
+        let hub = Hub::new();
+        assert_eq!(upgrade(&hub, &[], false), Ok(()));
+        assert_eq!(
+            upgrade(&hub, &[("origin", b"http://chat.example.com")], false),
+            Ok(())
+        );
+        // The origin comes before anything else is looked at.
+        assert_eq!(
+            upgrade(
+                &hub,
+                &[("origin", b"http://evil.example"), ("upgrade", b"")],
+                false
+            ),
+            Err(403)
+        );
+        assert_eq!(upgrade(&hub, &[("upgrade", b"")], false), Err(426));
+        assert_eq!(upgrade(&hub, &[("connection", b"close")], false), Err(426));
+        assert_eq!(
+            upgrade(&hub, &[("sec-websocket-version", b"8")], false),
+            Err(426)
+        );
+        assert_eq!(
+            upgrade(&hub, &[("sec-websocket-key", b"short")], false),
+            Err(400)
+        );
+        assert_eq!(
+            upgrade(&hub, &[("sec-websocket-key", b"")], false),
+            Err(400)
+        );
+        let post = check_upgrade(&hub, "POST", [("upgrade", b"websocket".as_slice())], false);
+        assert_eq!(post.map_err(|r| r.status), Err(405));
+    }
+
+    #[test]
+    fn the_sites_scheme_comes_from_the_hub_the_connection_or_the_proxy() {
+        let hub = Hub::new();
+        let https = ("origin", b"https://chat.example.com".as_slice());
+        let http = ("origin", b"http://chat.example.com".as_slice());
+        assert_eq!(upgrade(&hub, &[https], false), Err(403));
+        assert_eq!(upgrade(&hub, &[https], true), Ok(()));
+        assert_eq!(upgrade(&hub, &[http], true), Err(403));
+        assert_eq!(
+            upgrade(&hub, &[https, ("x-forwarded-proto", b"https")], false),
+            Ok(())
+        );
+        assert_eq!(
+            upgrade(&hub, &[http, ("x-forwarded-proto", b"https")], false),
+            Err(403)
+        );
+        assert_eq!(
+            upgrade(
+                &hub,
+                &[
+                    https,
+                    ("forwarded", b"for=1.2.3.4;Proto=\"https\", proto=http")
+                ],
+                false
+            ),
+            Ok(())
+        );
+        let tls = Hub::builder().scheme(Scheme::Https).build();
+        assert_eq!(upgrade(&tls, &[https], false), Ok(()));
+        assert_eq!(
+            upgrade(&tls, &[http, ("x-forwarded-proto", b"http")], false),
+            Err(403)
+        );
+        // Two Origin headers are refused.
+        let twice: Vec<(&str, &[u8])> = vec![
+            ("host", b"chat.example.com"),
+            ("origin", b"http://chat.example.com"),
+            ("origin", b"http://evil.example"),
+        ];
+        assert_eq!(
+            check_upgrade(&hub, "GET", twice, false).map_err(|r| r.status),
+            Err(403)
+        );
     }
 }

@@ -27,7 +27,25 @@ pub(crate) enum Entry {
     Resume {
         token: ResumeToken,
         since: Option<u64>,
+        /// The member's name as the host's policy saw it: if the member was renamed
+        /// since, the resume is not done and the policy is asked again.
+        name: DisplayName,
     },
+}
+
+/// Why a join did not happen.
+#[derive(Debug)]
+pub(crate) enum JoinFailure {
+    /// Refused, with the error the client gets.
+    Refused(JoinError),
+    /// A resume found its member under another name than the policy judged: ask again.
+    Renamed,
+}
+
+impl From<JoinError> for JoinFailure {
+    fn from(e: JoinError) -> Self {
+        JoinFailure::Refused(e)
+    }
 }
 
 /// A join, as the backplane receives it (names already valid, policy already asked).
@@ -55,22 +73,29 @@ pub(crate) struct RoomGone;
 
 /// What a joined member can do. Results and errors reach the member through its
 /// `frames`, in order with the room's events; only `leave` is awaited.
+///
+/// Every command names the connection (`link`) it comes from: a command from a link
+/// that no longer holds the membership (taken over by a resume, cut off as a slow
+/// consumer, kicked) is ignored, so a stale connection can never act on the newer one.
 pub(crate) trait MemberChannel: Send + Sync {
     fn send(
         &self,
         member: MemberId,
+        link: u64,
         text: Arc<str>,
         reference: Option<Ref>,
     ) -> BoxFuture<'_, Result<(), RoomGone>>;
     fn rename(
         &self,
         member: MemberId,
+        link: u64,
         name: Result<DisplayName, RenameError>,
         reference: Option<Ref>,
     ) -> BoxFuture<'_, Result<(), RoomGone>>;
     /// Leaves at once; resolves once the leave took effect and `frames` has everything
-    /// the member is owed.
-    fn leave(&self, member: MemberId) -> BoxFuture<'_, Result<(), RoomGone>>;
+    /// the member is owed: `true`, or `false` when `link` no longer held the membership
+    /// (nothing changed; `frames` ends with the close frame that says why).
+    fn leave(&self, member: MemberId, link: u64) -> BoxFuture<'_, Result<bool, RoomGone>>;
     /// The connection of `link` ended without `leave`: the member becomes away.
     fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()>;
 }
@@ -95,7 +120,10 @@ pub struct RoomDetails {
 
 /// Where rooms live. The in-process implementation is [`crate::local::LocalBackplane`].
 pub(crate) trait Backplane: Send + Sync {
-    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinError>>;
+    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>>;
+    /// The current name of the member holding resume `token` in `room`, if any.
+    fn token_holder(&self, room: NameKey, token: ResumeToken)
+    -> BoxFuture<'_, Option<DisplayName>>;
     fn rooms(&self) -> BoxFuture<'_, Vec<RoomSummary>>;
     fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>>;
     /// The display name of the member whose name collides with `name`, if any.

@@ -123,7 +123,9 @@ pub enum ConnectionEnd {
     Dropped,
 }
 
-/// How long the final close frame may take to write before the peer is dropped.
+/// How long the final close frame may take to write before the peer is dropped; and
+/// how long a write already under way may still take once the connection must close
+/// (the room let go of the member, or the hub shuts down), before the close frame.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued frames written before one flush.
 const BATCH: usize = 64;
@@ -136,7 +138,10 @@ enum Ending {
     PeerGone,
     /// Close with this frame.
     Close(CloseFrame),
-    /// The room let go of the member while a write was blocked: drop outright.
+    /// The room let go of the member (or the hub shut down): close with this frame.
+    Released(CloseFrame),
+    /// The room let go of the member (or the hub shut down) while a write was blocked,
+    /// and the write did not complete in time: drop outright.
     Dropped,
     /// The sink failed.
     SinkBroken,
@@ -191,6 +196,8 @@ struct Driver<T> {
     bucket: Bucket,
     rejections: VecDeque<Instant>,
     join_deadline: Instant,
+    /// When this stretch out of a room began: the opening, or the last `leave`.
+    unjoined_since: Instant,
     last_heard: Instant,
     ping_sent: Option<Instant>,
     span: tracing::Span,
@@ -219,6 +226,7 @@ where
     let mut d = Driver {
         bucket: Bucket::new(&limits, now),
         join_deadline: now + limits.join_timeout,
+        unjoined_since: now,
         hub,
         limits,
         context,
@@ -239,18 +247,20 @@ where
         }
         let step = {
             let frames = d.joined.as_ref().map(|j| &j.membership.frames);
+            // The timer comes before the queue, so that a busy room cannot starve the
+            // keepalive and the join timeout.
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => Step::Shutdown,
+                () = &mut timer => Step::Timer,
                 f = async move { match frames { Some(rx) => rx.recv().await, None => std::future::pending().await } } => Step::Queued(f),
                 m = d.io.next() => Step::Incoming(m),
-                () = &mut timer => Step::Timer,
             }
         };
         let flow = match step {
             Step::Shutdown => Err(Ending::Close(CloseFrame::going_away())),
             Step::Queued(Received::Frame(frame)) => d.write(Outgoing::Text(frame), true).await,
-            Step::Queued(Received::Ended(close)) => Err(d.released_by_room(close, &cancel)),
+            Step::Queued(Received::Ended(close)) => Err(d.released_by_room(close)),
             Step::Incoming(None) => Err(Ending::PeerClosed),
             Step::Incoming(Some(frame)) => d.on_incoming(frame).await,
             Step::Timer => d.on_timer().await,
@@ -263,13 +273,22 @@ where
 }
 
 impl<T: Sink<Outgoing> + Unpin> Driver<T> {
+    /// When a connection out of a room must have joined: the join timeout since its
+    /// last attempt, and at most `max_unjoined` since it was last in a room.
+    fn join_limit(&self) -> Option<Instant> {
+        match self.joined {
+            None => Some(
+                self.join_deadline
+                    .min(self.unjoined_since + self.limits.max_unjoined),
+            ),
+            Some(_) => None,
+        }
+    }
+
     /// The next moment a timer matters: the join timeout, or the keepalive.
     fn next_deadline(&self) -> Instant {
         let far = self.last_heard + Duration::from_secs(24 * 3600);
-        let join = match self.joined {
-            None => self.join_deadline,
-            Some(_) => far,
-        };
+        let join = self.join_limit().unwrap_or(far);
         let keepalive = match (self.limits.ping_interval, self.ping_sent) {
             (None, _) => far,
             (Some(_), Some(sent)) => sent + self.limits.ping_timeout,
@@ -280,11 +299,8 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
 
     async fn on_timer(&mut self) -> Flow {
         let now = Instant::now();
-        if self.joined.is_none() && now >= self.join_deadline {
-            return Err(Ending::Close(CloseFrame::new(
-                crate::connection::close_code::POLICY,
-                "join timeout",
-            )));
+        if self.join_limit().is_some_and(|limit| now >= limit) {
+            return Err(join_timeout());
         }
         match (self.limits.ping_interval, self.ping_sent) {
             (Some(_), Some(sent)) if now >= sent + self.limits.ping_timeout => {
@@ -313,7 +329,9 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             Incoming::Binary => None,
         };
         if !self.bucket.take(now) {
-            return self.rate_limited(now).await;
+            // Refused without its work; only its `ref` is read, to echo it.
+            let reference = bytes.as_deref().and_then(ClientFrame::peek_ref);
+            return self.rate_limited(now, reference).await;
         }
         let Some(bytes) = bytes else {
             let err = FrameError::BadFrame("binary frames are not accepted".into());
@@ -326,7 +344,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
     }
 
     /// Answers `rate_limited`; the last straw of a flood closes with 1008.
-    async fn rate_limited(&mut self, now: Instant) -> Flow {
+    async fn rate_limited(&mut self, now: Instant, reference: Option<Ref>) -> Flow {
         let window = self.limits.flood_window;
         while self
             .rejections
@@ -336,7 +354,8 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             self.rejections.pop_front();
         }
         self.rejections.push_back(now);
-        self.reply_error(&FrameError::RateLimited, None).await?;
+        self.reply_error(&FrameError::RateLimited, reference)
+            .await?;
         if self.rejections.len() >= self.limits.flood_rejections as usize {
             tracing::debug!(parent: &self.span, "closing a flooding connection");
             return Err(Ending::Close(CloseFrame::new(
@@ -422,7 +441,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             None => return self.reply_error(&FrameError::Internal, reference).await,
         };
         let m = &joined.membership;
-        match m.room.send(m.member, text, reference).await {
+        match m.room.send(m.member, m.link, text, reference).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.room_gone()),
         }
@@ -452,20 +471,31 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         }
         // Errors go through the room too, so they arrive in order with the events.
         let m = &joined.membership;
-        match m.room.rename(m.member, parsed, reference).await {
+        match m.room.rename(m.member, m.link, parsed, reference).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.room_gone()),
         }
     }
 
     async fn leave(&mut self, reference: Option<Ref>) -> Flow {
-        let Some(Joined { membership, .. }) = self.joined.take() else {
+        let Some(joined) = &self.joined else {
             return self.reply_error(&FrameError::NotJoined, reference).await;
         };
-        self.join_deadline = Instant::now() + self.limits.join_timeout;
-        if membership.room.leave(membership.member).await.is_err() {
-            return Err(self.room_gone());
+        let m = &joined.membership;
+        match m.room.leave(m.member, m.link).await {
+            Ok(true) => {}
+            // This connection no longer holds the membership (a newer one took it over,
+            // or the room cut it off): nothing changed, and the close that says why is
+            // queued for the main loop.
+            Ok(false) => return Ok(()),
+            Err(_) => return Err(self.room_gone()),
         }
+        let Some(Joined { membership, .. }) = self.joined.take() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        self.join_deadline = now + self.limits.join_timeout;
+        self.unjoined_since = now;
         // Everything the room queued before the leave took effect is still owed.
         while let Some(frame) = membership.frames.try_recv() {
             self.write(Outgoing::Text(frame), false).await?;
@@ -475,20 +505,9 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
     }
 
     /// The room ended the membership: close as it asked.
-    fn released_by_room(
-        &mut self,
-        close: Option<CloseFrame>,
-        cancel: &tokio_util::sync::CancellationToken,
-    ) -> Ending {
+    fn released_by_room(&mut self, close: Option<CloseFrame>) -> Ending {
         self.joined = None;
-        match close {
-            Some(frame) => Ending::Close(frame),
-            _ if cancel.is_cancelled() => Ending::Close(CloseFrame::going_away()),
-            _ => {
-                tracing::error!(parent: &self.span, "room ended a membership without a reason");
-                Ending::Close(CloseFrame::new(close_code::INTERNAL, "internal error"))
-            }
-        }
+        Ending::Released(release_frame(close, &self.hub, &self.span))
     }
 
     fn room_gone(&mut self) -> Ending {
@@ -505,11 +524,35 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             .await
     }
 
-    /// Writes `first` (and with `drain`, what else is queued), then flushes. If the write
-    /// blocks and meanwhile the room lets go of the member (slow consumer) or the hub
-    /// shuts down, the peer is dropped outright.
+    /// The latest moment a write starting at `now` may complete, and what ends the
+    /// connection if it does not. A write may take no longer than `ping_timeout`, nor
+    /// outlast the keepalive (a peer that reads nothing is as dead as one that says
+    /// nothing) or, out of a room, the join timeout.
+    fn write_deadline(&self, now: Instant) -> (Instant, Ending) {
+        let timeout = self.limits.ping_timeout;
+        let mut deadline = now + timeout;
+        if let Some(every) = self.limits.ping_interval {
+            let keepalive = match self.ping_sent {
+                Some(sent) => sent + timeout,
+                None => self.last_heard + every + timeout,
+            };
+            deadline = deadline.min(keepalive);
+        }
+        match self.join_limit() {
+            Some(join) if join < deadline => (join, join_timeout()),
+            _ => (deadline, Ending::PeerGone),
+        }
+    }
+
+    /// Writes `first` (and with `drain`, what else is queued), then flushes, racing the
+    /// connection's deadlines ([`Self::write_deadline`]). If meanwhile the room lets go
+    /// of the member (kick, takeover, slow consumer) or the hub shuts down, the write
+    /// may still finish within [`CLOSE_WRITE_TIMEOUT`], and then the connection closes
+    /// with the close frame that says why; a write still blocked then drops the peer.
     async fn write(&mut self, first: Outgoing, drain: bool) -> Flow {
+        let (deadline, late) = self.write_deadline(Instant::now());
         let cancel = self.hub.cancel_token();
+        let (hub, span) = (&self.hub, &self.span);
         let sink = &mut self.io;
         let frames = self.joined.as_ref().map(|j| &j.membership.frames);
         let write = async move {
@@ -530,17 +573,43 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            r = write => r.map_err(|_| Ending::SinkBroken),
-            () = released => Err(Ending::Dropped),
-            () = cancel.cancelled() => Err(Ending::Dropped),
+        tokio::pin!(write, released);
+        let timer = sleep_until(deadline);
+        tokio::pin!(timer);
+        // Set once the connection must close while the write is under way.
+        let mut closing: Option<CloseFrame> = None;
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut write => {
+                    return match (written, closing) {
+                        (Err(_), _) => Err(Ending::SinkBroken),
+                        (Ok(()), Some(frame)) => Err(Ending::Released(frame)),
+                        (Ok(()), None) => Ok(()),
+                    };
+                }
+                close = &mut released, if closing.is_none() => {
+                    closing = Some(release_frame(close, hub, span));
+                    timer.as_mut().reset(deadline.min(Instant::now() + CLOSE_WRITE_TIMEOUT));
+                }
+                () = cancel.cancelled(), if closing.is_none() => {
+                    closing = Some(CloseFrame::going_away());
+                    timer.as_mut().reset(deadline.min(Instant::now() + CLOSE_WRITE_TIMEOUT));
+                }
+                () = &mut timer => {
+                    if closing.is_some() {
+                        return Err(Ending::Dropped);
+                    }
+                    tracing::debug!(parent: span, "a write did not complete in time");
+                    return Err(late);
+                }
+            }
         }
     }
 
     async fn finish(mut self, ending: Ending) -> ConnectionEnd {
-        if matches!(ending, Ending::Dropped) {
-            // The room already let go of the member.
+        if matches!(ending, Ending::Dropped | Ending::Released(_)) {
+            // The room already let go of the member (or is shutting down).
             self.joined = None;
         }
         if let Some(j) = self.joined.take() {
@@ -548,7 +617,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             m.room.disconnect(m.member, m.link).await;
         }
         match ending {
-            Ending::Close(frame) => {
+            Ending::Close(frame) | Ending::Released(frame) => {
                 tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
                 let close = async {
                     self.io.send(Outgoing::Close(frame.clone())).await?;
@@ -602,6 +671,22 @@ impl<S: Unpin, K: Sink<Outgoing> + Unpin> Sink<Outgoing> for Duplex<S, K> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), K::Error>> {
         self.get_mut().outgoing.poll_close_unpin(cx)
     }
+}
+
+/// The close frame for a membership the room ended, with `close` as it gave it.
+fn release_frame(close: Option<CloseFrame>, hub: &Hub, span: &tracing::Span) -> CloseFrame {
+    match close {
+        Some(frame) => frame,
+        None if hub.is_shutting_down() => CloseFrame::going_away(),
+        None => {
+            tracing::error!(parent: span, "room ended a membership without a reason");
+            CloseFrame::new(close_code::INTERNAL, "internal error")
+        }
+    }
+}
+
+fn join_timeout() -> Ending {
+    Ending::Close(CloseFrame::new(close_code::POLICY, "join timeout"))
 }
 
 fn too_large() -> Ending {

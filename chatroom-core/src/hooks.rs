@@ -78,15 +78,22 @@ pub enum Filter {
     Deny(String),
 }
 
-/// A join the application may refuse.
+/// A join the application may refuse: a fresh join, or a resume.
+///
+/// A resume (a `join` with a resume token) is asked too, with the member's current name
+/// and the new connection's context, so that a user banned since joining, or anyone
+/// holding someone else's token, cannot keep a membership alive by resuming it. A
+/// refused resume changes nothing: the membership runs out with its grace period.
 #[derive(Debug, Clone, Copy)]
 pub struct JoinAttempt<'a> {
     /// The room asked for.
     pub room: &'a RoomName,
-    /// The name asked for.
+    /// The name asked for; for a resume, the member's current name.
     pub name: &'a DisplayName,
     /// The connection's context.
     pub context: &'a ConnectionContext,
+    /// True when the connection resumes an existing membership with its token.
+    pub resuming: bool,
 }
 
 /// A rename the application may refuse.
@@ -116,7 +123,8 @@ pub struct MessageAttempt<'a> {
 /// Methods return boxed futures so that the hub can hold any implementation as
 /// `Arc<dyn Hooks>`; write `Box::pin(async move { ... })`.
 pub trait Hooks: Send + Sync + 'static {
-    /// May this connection join `room` as `name`? `Deny` answers `forbidden`.
+    /// May this connection join `room` as `name`, or resume its membership there
+    /// ([`JoinAttempt::resuming`])? `Deny` answers `forbidden`.
     fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
         let _ = attempt;
         Box::pin(std::future::ready(Verdict::Allow))

@@ -7,14 +7,16 @@ use futures_util::{Sink, Stream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{Backplane, Entry, JoinRequest, Membership, RoomDetails, RoomSummary};
+use crate::backplane::{
+    Backplane, Entry, JoinFailure, JoinRequest, Membership, RoomDetails, RoomSummary,
+};
 use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
 use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict, guarded};
 use crate::limits::Limits;
 use crate::local::LocalBackplane;
 use crate::name::{DisplayName, NameError, RoomName};
-use crate::origin::OriginPolicy;
+use crate::origin::{OriginPolicy, Scheme};
 use crate::protocol::Ref;
 use crate::room::check_message;
 use crate::token::ResumeToken;
@@ -32,6 +34,7 @@ pub struct Hub {
 struct Inner {
     limits: Arc<Limits>,
     origins: OriginPolicy,
+    scheme: Option<Scheme>,
     hooks: Arc<dyn Hooks>,
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
@@ -58,6 +61,7 @@ impl Default for Hub {
 pub struct HubBuilder {
     limits: Limits,
     origins: OriginPolicy,
+    scheme: Option<Scheme>,
     hooks: Option<Arc<dyn Hooks>>,
 }
 
@@ -71,6 +75,16 @@ impl HubBuilder {
     /// Which web origins the adapters let open a WebSocket (default: the same host).
     pub fn origins(mut self, origins: OriginPolicy) -> Self {
         self.origins = origins;
+        self
+    }
+
+    /// The scheme the site's pages are served under, which [`OriginPolicy::SameHost`]
+    /// requires of an `Origin`. Without it, each request says: `https` if its
+    /// connection is TLS or a proxy says so (`X-Forwarded-Proto: https` or
+    /// `Forwarded: proto=https`), else `http`. Set it when a TLS proxy in front of the
+    /// service does not pass the scheme on.
+    pub fn scheme(mut self, scheme: Scheme) -> Self {
+        self.scheme = Some(scheme);
         self
     }
 
@@ -96,6 +110,7 @@ impl HubBuilder {
             inner: Arc::new(Inner {
                 limits,
                 origins: self.origins,
+                scheme: self.scheme,
                 hooks,
                 backplane,
                 cancel,
@@ -165,6 +180,11 @@ impl Hub {
         &self.inner.origins
     }
 
+    /// The scheme set with [`HubBuilder::scheme`], if any.
+    pub fn scheme(&self) -> Option<Scheme> {
+        self.inner.scheme
+    }
+
     pub(crate) fn limits_arc(&self) -> Arc<Limits> {
         self.inner.limits.clone()
     }
@@ -232,45 +252,93 @@ impl Hub {
         let limits = &self.inner.limits;
         let room = RoomName::parse_max(frame.room, limits.max_room_chars)
             .map_err(JoinError::InvalidRoom)?;
-        let entry = match frame.resume {
-            Some(token) => Entry::Resume {
-                token: ResumeToken::parse(token).ok_or(JoinError::ResumeFailed)?,
-                since: frame.since,
-            },
+        let membership = match frame.resume {
+            Some(token) => {
+                let token = ResumeToken::parse(token).ok_or(JoinError::ResumeFailed)?;
+                self.resume(context, &room, token, frame.since, frame.reference)
+                    .await?
+            }
             None => {
                 let name = DisplayName::parse_max(frame.name, limits.max_name_chars)
                     .map_err(JoinError::InvalidName)?;
-                let attempt = JoinAttempt {
-                    room: &room,
-                    name: &name,
-                    context,
-                };
-                match guarded("authorize_join", || {
-                    self.inner.hooks.authorize_join(attempt)
-                })
-                .await
-                {
-                    Some(Verdict::Allow) => {}
-                    Some(Verdict::Deny(why)) => return Err(JoinError::Forbidden(why)),
-                    None => return Err(JoinError::Unavailable),
-                }
+                self.authorize(context, &room, &name, false).await?;
                 let token = ResumeToken::generate().map_err(|e| {
                     tracing::error!(error = %e, "the operating system's random source failed");
                     JoinError::Unavailable
                 })?;
-                Entry::Fresh { name, token }
+                let request = JoinRequest {
+                    room: room.clone(),
+                    entry: Entry::Fresh { name, token },
+                    reference: frame.reference,
+                };
+                match self.inner.backplane.join(request).await {
+                    Ok(m) => m,
+                    Err(JoinFailure::Refused(e)) => return Err(e),
+                    // Only a resume is judged under a name that can change meanwhile.
+                    Err(JoinFailure::Renamed) => return Err(JoinError::Unavailable),
+                }
             }
         };
-        let membership = self
-            .inner
-            .backplane
-            .join(JoinRequest {
-                room: room.clone(),
-                entry,
-                reference: frame.reference,
-            })
-            .await?;
         Ok((room, membership))
+    }
+
+    /// Asks the host's join policy; a refusal is `forbidden`, a panic `unavailable`.
+    async fn authorize(
+        &self,
+        context: &ConnectionContext,
+        room: &RoomName,
+        name: &DisplayName,
+        resuming: bool,
+    ) -> Result<(), JoinError> {
+        let attempt = JoinAttempt {
+            room,
+            name,
+            context,
+            resuming,
+        };
+        match guarded("authorize_join", || {
+            self.inner.hooks.authorize_join(attempt)
+        })
+        .await
+        {
+            Some(Verdict::Allow) => Ok(()),
+            Some(Verdict::Deny(why)) => Err(JoinError::Forbidden(why)),
+            None => Err(JoinError::Unavailable),
+        }
+    }
+
+    /// A resume, judged by the host's policy like a fresh join: under the member's
+    /// current name and the new connection's context. A refusal changes nothing (an
+    /// older connection stays open, an away member keeps its grace period).
+    async fn resume(
+        &self,
+        context: &ConnectionContext,
+        room: &RoomName,
+        token: ResumeToken,
+        since: Option<u64>,
+        reference: Option<Ref>,
+    ) -> Result<Membership, JoinError> {
+        // A rename between the look-up and the resume sends us round again; a member
+        // renamed that often in that instant is answered `unavailable` and may retry.
+        for _ in 0..4 {
+            let backplane = &self.inner.backplane;
+            let name = backplane
+                .token_holder(room.key().clone(), token)
+                .await
+                .ok_or(JoinError::ResumeFailed)?;
+            self.authorize(context, room, &name, true).await?;
+            let request = JoinRequest {
+                room: room.clone(),
+                entry: Entry::Resume { token, since, name },
+                reference: reference.clone(),
+            };
+            match backplane.join(request).await {
+                Ok(m) => return Ok(m),
+                Err(JoinFailure::Refused(e)) => return Err(e),
+                Err(JoinFailure::Renamed) => continue,
+            }
+        }
+        Err(JoinError::Unavailable)
     }
 
     /// Rooms that have members, with their member counts (present or away), largest first.

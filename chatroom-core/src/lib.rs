@@ -79,5 +79,5 @@ pub use hooks::{
 pub use hub::{Hub, HubBuilder, NameCheck, PostError};
 pub use limits::Limits;
 pub use name::{DisplayName, NameError, NameKey, RoomName};
-pub use origin::OriginPolicy;
+pub use origin::{OriginPolicy, Scheme};
 pub use token::ResumeToken;

@@ -11,6 +11,10 @@ pub struct Limits {
     /// How long a new connection may stay without sending a `join` (default 10 s).
     /// The wait starts again after each join attempt and after a `leave`. Closes with 1008.
     pub join_timeout: Duration,
+    /// The longest a connection may stay out of a room, however many join attempts it
+    /// makes meanwhile (default 60 s), counted from its opening or its last `leave`.
+    /// Closes with 1008 `join timeout`.
+    pub max_unjoined: Duration,
     /// How long an away member keeps its name and place before it is `left` (default 15 s).
     pub resume_grace: Duration,
     /// How many of the most recent events a room retains for `welcome.history` (default 100).
@@ -40,6 +44,9 @@ pub struct Limits {
     /// Interval between keepalive pings (default 20 s); `None` disables them.
     pub ping_interval: Option<Duration>,
     /// How long a peer may stay silent after a ping before it is dropped (default 20 s).
+    /// It also bounds every write to the peer: a write that cannot complete within it
+    /// (a peer that stopped reading) drops the connection, and so does one still blocked
+    /// when the keepalive would have dropped a silent peer.
     pub ping_timeout: Duration,
     /// Commands a room's actor may have queued before senders wait (default 1024).
     pub room_queue: usize,
@@ -49,6 +56,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             join_timeout: Duration::from_secs(10),
+            max_unjoined: Duration::from_secs(60),
             resume_grace: Duration::from_secs(15),
             history: 100,
             max_name_chars: crate::name::DEFAULT_MAX_NAME_CHARS,

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
-    Backplane, Entry, JoinRequest, MemberChannel, Membership, RoomDetails, RoomGone, RoomSummary,
+    Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, RoomDetails, RoomGone,
+    RoomSummary,
 };
 use crate::connection::CloseFrame;
 use crate::error::{JoinError, RenameError};
@@ -31,6 +32,7 @@ use crate::name::{DisplayName, NameKey, RoomName};
 use crate::protocol::{Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use crate::queue::{PushError, QueueSender, queue};
 use crate::room::{MemberId, Now, Recorded, Room};
+use crate::token::ResumeToken;
 
 /// What the hub and the room tasks share.
 struct Shared {
@@ -146,12 +148,14 @@ impl LocalBackplane {
 enum JoinReply {
     Accepted(Membership),
     Refused(JoinError),
+    /// The resuming member was renamed after the policy judged it.
+    Renamed,
     /// The room was being freed; find or create it again.
     Retry(Entry),
 }
 
 impl Backplane for LocalBackplane {
-    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinError>> {
+    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>> {
         Box::pin(async move {
             let JoinRequest {
                 room,
@@ -163,11 +167,11 @@ impl Backplane for LocalBackplane {
             // A room that empties while we reach it is freed; find or create it again.
             for _ in 0..8 {
                 if self.shared.cancel.is_cancelled() {
-                    return Err(JoinError::Unavailable);
+                    return Err(JoinError::Unavailable.into());
                 }
                 // A resume never creates a room: a freed room's tokens are void.
                 let Some((handle, generation)) = self.find_or_create(&room, fresh) else {
-                    return Err(JoinError::ResumeFailed);
+                    return Err(JoinError::ResumeFailed.into());
                 };
                 let (reply, answer) = oneshot::channel();
                 let command = Command::Join {
@@ -178,16 +182,30 @@ impl Backplane for LocalBackplane {
                 entry = match handle.0.send(command).await {
                     Ok(()) => match answer.await {
                         Ok(JoinReply::Accepted(m)) => return Ok(m),
-                        Ok(JoinReply::Refused(err)) => return Err(err),
+                        Ok(JoinReply::Refused(err)) => return Err(err.into()),
+                        Ok(JoinReply::Renamed) => return Err(JoinFailure::Renamed),
                         Ok(JoinReply::Retry(e)) => e,
-                        Err(_) => return Err(JoinError::Unavailable),
+                        Err(_) => return Err(JoinError::Unavailable.into()),
                     },
                     Err(mpsc::error::SendError(Command::Join { entry, .. })) => entry,
-                    Err(_) => return Err(JoinError::Unavailable),
+                    Err(_) => return Err(JoinError::Unavailable.into()),
                 };
                 self.forget(room.key(), generation);
             }
-            Err(JoinError::Unavailable)
+            Err(JoinError::Unavailable.into())
+        })
+    }
+
+    fn token_holder(
+        &self,
+        room: NameKey,
+        token: ResumeToken,
+    ) -> BoxFuture<'_, Option<DisplayName>> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            handle?
+                .call(|reply| Command::TokenHolder { token, reply })
+                .await?
         })
     }
 
@@ -261,6 +279,7 @@ impl MemberChannel for RoomHandle {
     fn send(
         &self,
         member: MemberId,
+        link: u64,
         text: Arc<str>,
         reference: Option<Ref>,
     ) -> BoxFuture<'_, Result<(), RoomGone>> {
@@ -268,6 +287,7 @@ impl MemberChannel for RoomHandle {
             self.0
                 .send(Command::Send {
                     member,
+                    link,
                     text,
                     reference,
                 })
@@ -279,6 +299,7 @@ impl MemberChannel for RoomHandle {
     fn rename(
         &self,
         member: MemberId,
+        link: u64,
         name: Result<DisplayName, RenameError>,
         reference: Option<Ref>,
     ) -> BoxFuture<'_, Result<(), RoomGone>> {
@@ -286,6 +307,7 @@ impl MemberChannel for RoomHandle {
             self.0
                 .send(Command::Rename {
                     member,
+                    link,
                     name,
                     reference,
                 })
@@ -294,11 +316,15 @@ impl MemberChannel for RoomHandle {
         })
     }
 
-    fn leave(&self, member: MemberId) -> BoxFuture<'_, Result<(), RoomGone>> {
+    fn leave(&self, member: MemberId, link: u64) -> BoxFuture<'_, Result<bool, RoomGone>> {
         Box::pin(async move {
-            self.call(|reply| Command::Leave { member, reply })
-                .await
-                .ok_or(RoomGone)
+            self.call(|reply| Command::Leave {
+                member,
+                link,
+                reply,
+            })
+            .await
+            .ok_or(RoomGone)
         })
     }
 
@@ -318,11 +344,13 @@ enum Command {
     },
     Send {
         member: MemberId,
+        link: u64,
         text: Arc<str>,
         reference: Option<Ref>,
     },
     Rename {
         member: MemberId,
+        link: u64,
         /// A name the connection could not parse is still sent here, so that its error
         /// is answered in order with the member's other frames.
         name: Result<DisplayName, RenameError>,
@@ -330,7 +358,8 @@ enum Command {
     },
     Leave {
         member: MemberId,
-        reply: oneshot::Sender<()>,
+        link: u64,
+        reply: oneshot::Sender<bool>,
     },
     Disconnect {
         member: MemberId,
@@ -342,6 +371,10 @@ enum Command {
     Holder {
         name: NameKey,
         reply: oneshot::Sender<Option<String>>,
+    },
+    TokenHolder {
+        token: ResumeToken,
+        reply: oneshot::Sender<Option<DisplayName>>,
     },
     Post {
         from: Arc<str>,
@@ -452,6 +485,9 @@ impl RoomActor {
                 Command::Holder { reply, .. } => {
                     let _ = reply.send(None);
                 }
+                Command::TokenHolder { reply, .. } => {
+                    let _ = reply.send(None);
+                }
                 Command::Post { reply, .. } => {
                     let _ = reply.send(None);
                 }
@@ -459,7 +495,7 @@ impl RoomActor {
                     let _ = reply.send(false);
                 }
                 Command::Leave { reply, .. } => {
-                    let _ = reply.send(());
+                    let _ = reply.send(true);
                 }
                 Command::Send { .. } | Command::Rename { .. } | Command::Disconnect { .. } => {}
                 #[cfg(test)]
@@ -481,10 +517,22 @@ impl RoomActor {
                     self.disconnect(m.member, m.link);
                 }
             }
+            // A command from a connection that no longer holds the membership (taken
+            // over, cut off, kicked) is ignored: that connection only gets its close.
+            Command::Send { member, link, .. } | Command::Rename { member, link, .. }
+                if !self.is_current(member, link) => {}
+            Command::Leave {
+                member,
+                link,
+                reply,
+            } if !self.is_current(member, link) => {
+                let _ = reply.send(false);
+            }
             Command::Send {
                 member,
                 text,
                 reference,
+                ..
             } => {
                 let outcome = self.room.send(member, text, now());
                 self.answer(member, outcome, reference).await;
@@ -493,16 +541,17 @@ impl RoomActor {
                 member,
                 name,
                 reference,
+                ..
             } => {
                 let outcome = name.and_then(|n| self.room.rename(member, n, now()));
                 self.answer(member, outcome, reference).await;
             }
-            Command::Leave { member, reply } => {
+            Command::Leave { member, reply, .. } => {
                 self.unlink(member, None);
                 if let Ok(left) = self.room.leave(member, now()) {
                     self.deliver(&left, None).await;
                 }
-                let _ = reply.send(());
+                let _ = reply.send(true);
             }
             Command::Disconnect { member, link } => self.disconnect(member, link),
             Command::Details { reply } => {
@@ -519,6 +568,9 @@ impl RoomActor {
             Command::Holder { name, reply } => {
                 let holder = self.room.member_by_key(&name).map(|m| m.name.to_string());
                 let _ = reply.send(holder);
+            }
+            Command::TokenHolder { token, reply } => {
+                let _ = reply.send(self.room.token_holder(&token).map(|m| m.name.clone()));
             }
             Command::Post { from, text, reply } => {
                 let event = self.room.post(from, text, now());
@@ -559,14 +611,18 @@ impl RoomActor {
                     Err(e) => return JoinReply::Refused(e),
                 }
             }
-            Entry::Resume { token, since } => match self.room.resume(&token) {
-                Ok(back) => {
-                    if back.was_present {
-                        self.unlink(back.member, Some(CloseFrame::resumed_elsewhere()));
+            Entry::Resume { token, since, name } => match self.room.token_holder(&token) {
+                // Renamed since the policy judged it: the caller asks the policy again.
+                Some(m) if m.name.as_str() != name.as_str() => return JoinReply::Renamed,
+                _ => match self.room.resume(&token) {
+                    Ok(back) => {
+                        if back.was_present {
+                            self.unlink(back.member, Some(CloseFrame::resumed_elsewhere()));
+                        }
+                        (back.member, token, since)
                     }
-                    (back.member, token, since)
-                }
-                Err(e) => return JoinReply::Refused(e),
+                    Err(e) => return JoinReply::Refused(e),
+                },
             },
         };
         let Ok(snapshot) = self.room.snapshot(member, since) else {
@@ -662,13 +718,16 @@ impl RoomActor {
         self.room.disconnect(member, now());
     }
 
-    fn disconnect(&mut self, member: MemberId, link: u64) {
-        // A stale disconnect (the membership was resumed on a newer link) is ignored.
-        if self
-            .links
+    /// Whether `link` is the connection that holds `member`'s membership now.
+    fn is_current(&self, member: MemberId, link: u64) -> bool {
+        self.links
             .iter()
             .any(|l| l.member == member && l.id == link)
-        {
+    }
+
+    fn disconnect(&mut self, member: MemberId, link: u64) {
+        // A stale disconnect (the membership was resumed on a newer link) is ignored.
+        if self.is_current(member, link) {
             self.unlink(member, None);
             self.room.disconnect(member, now());
         }

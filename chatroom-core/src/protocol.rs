@@ -27,6 +27,54 @@ fn some_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ref>, D::Error> {
     Ref::deserialize(d).map(Some)
 }
 
+/// A `ref` of any JSON type: a number or a string is kept, anything else (skipped
+/// without allocating) is `None`.
+fn lenient_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ref>, D::Error> {
+    struct Lenient;
+    impl<'de> serde::de::Visitor<'de> for Lenient {
+        type Value = Option<Ref>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Ref::Number(v.into())))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Ref::Number(v.into())))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(serde_json::Number::from_f64(v).map(Ref::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Ref::String(v.to_owned())))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Lenient)
+}
+
 /// A frame a client sends.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -83,17 +131,32 @@ pub struct DecodeError {
 impl ClientFrame {
     /// Decodes one text frame. Every failure is `bad_frame`.
     pub fn decode(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError {
+            error: FrameError::BadFrame(describe(&e)),
             // Only on the error path: look for a usable `ref` to echo.
-            let reference = serde_json::from_slice::<serde_json::Value>(bytes)
-                .ok()
-                .and_then(|v| v.get("ref").cloned())
-                .and_then(|r| serde_json::from_value::<Ref>(r).ok());
-            DecodeError {
-                error: FrameError::BadFrame(describe(&e)),
-                reference,
-            }
+            reference: ClientFrame::peek_ref(bytes),
         })
+    }
+
+    /// The `ref` of a frame without decoding the frame: the frame must be a JSON object
+    /// with one `ref` member that is a number or a string; anything else gives `None`.
+    ///
+    /// This is the answer to a frame the server refuses without doing its work (a
+    /// rate-limited frame): one pass over the bytes, which skips every other member
+    /// without allocating, so it costs no more than reading the frame.
+    pub fn peek_ref(bytes: &[u8]) -> Option<Ref> {
+        #[derive(Deserialize)]
+        struct RefOnly {
+            #[serde(default, rename = "ref", deserialize_with = "lenient_ref")]
+            reference: Option<Ref>,
+        }
+        // serde would also read a struct from an array: only an object has a `ref`.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice::<RefOnly>(bytes)
+            .ok()
+            .and_then(|r| r.reference)
     }
 
     /// The frame's `ref`, if any.
@@ -465,6 +528,46 @@ mod tests {
             Some(Ref::String("r1".into()))
         );
         assert_eq!(bad(r#"{"type":"send","ref":[1]}"#).reference, None);
+    }
+
+    #[test]
+    fn the_ref_of_a_frame_is_found_without_decoding_it() {
+        let peek = |s: &str| ClientFrame::peek_ref(s.as_bytes());
+        assert_eq!(
+            peek(r#"{"type":"send","text":"hi","ref":7}"#),
+            Some(Ref::Number(7.into()))
+        );
+        assert_eq!(
+            peek(r#"{"ref":"a\"b","pad":[{"x":[1,2,{"y":null}]}],"type":"dance"}"#),
+            Some(Ref::String("a\"b".into()))
+        );
+        assert_eq!(
+            peek(r#"{"ref":-1.5}"#),
+            Some(Ref::Number(
+                serde_json::Number::from_f64(-1.5).expect("finite")
+            ))
+        );
+        for none in [
+            "not json",
+            "[1]",
+            r#"{"type":"send"}"#,
+            r#"{"ref":null}"#,
+            r#"{"ref":[1]}"#,
+            r#"{"ref":{"a":1}}"#,
+            r#"{"ref":true}"#,
+            r#"{"ref":1,"ref":2}"#,
+            r#"{"ref":1"#,
+        ] {
+            assert_eq!(peek(none), None, "{none}");
+        }
+        // The frame's answer echoes the ref exactly as a full decode would.
+        let frame = r#"{"type":"send","text":"x","ref":12345678901234567890}"#;
+        assert_eq!(
+            peek(frame).as_ref(),
+            ClientFrame::decode(frame.as_bytes())
+                .expect("valid")
+                .reference()
+        );
     }
 
     #[test]

@@ -178,12 +178,14 @@ impl QueueReceiver {
         lock(&self.shared).pop()
     }
 
-    /// Resolves once the room ended the queue (whatever is still queued).
-    pub(crate) async fn ended(&self) {
+    /// Resolves once the room ended the queue (whatever is still queued), with the
+    /// close frame it ended it with, which is taken: [`recv`](Self::recv) then ends
+    /// without it.
+    pub(crate) async fn ended(&self) -> Option<CloseFrame> {
         poll_fn(|cx| {
             let mut state = lock(&self.shared);
             if let End::Ended = state.end {
-                return Poll::Ready(());
+                return Poll::Ready(state.close.take());
             }
             register(&mut state.end_waker, cx.waker());
             Poll::Pending
@@ -241,7 +243,7 @@ mod tests {
         let (tx, rx) = queue(4);
         tx.push(frame("a")).unwrap();
         drop(tx);
-        rx.ended().await;
+        assert_eq!(rx.ended().await, None);
         assert_eq!(rx.recv().await, Received::Frame(frame("a")));
         assert_eq!(rx.recv().await, Received::Ended(None));
     }
@@ -269,15 +271,18 @@ mod tests {
     async fn the_end_wakes_a_consumer_waiting_for_it_and_a_push_does_not_end_the_wait() {
         let (tx, rx) = queue(2);
         let waiter = tokio::spawn(async move {
-            rx.ended().await;
-            rx.try_recv()
+            let close = rx.ended().await;
+            (close, rx.try_recv())
         });
         tokio::task::yield_now().await;
         tx.push(frame("a")).unwrap();
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        tx.end(None);
-        assert_eq!(waiter.await.unwrap(), Some(frame("a")));
+        tx.end(Some(CloseFrame::new(4003, "removed")));
+        assert_eq!(
+            waiter.await.unwrap(),
+            (Some(CloseFrame::new(4003, "removed")), Some(frame("a")))
+        );
     }
 
     #[test]

@@ -212,8 +212,13 @@ impl Room {
         }))
     }
 
-    /// Takes a membership back by its token; the member becomes present. No event.
-    pub fn resume(&mut self, token: &ResumeToken) -> Result<Resumed, JoinError> {
+    /// The member (present or away) whose resume token is `token`, if any. Changes
+    /// nothing: the host's policy looks at who would come back before the resume.
+    pub fn token_holder(&self, token: &ResumeToken) -> Option<&Member> {
+        self.position_of(token).and_then(|i| self.members.get(i))
+    }
+
+    fn position_of(&self, token: &ResumeToken) -> Option<usize> {
         // Compare against every member so the time taken does not reveal which matched.
         let mut found = None;
         for (i, m) in self.members.iter().enumerate() {
@@ -221,7 +226,13 @@ impl Room {
                 found = Some(i);
             }
         }
-        let member = found
+        found
+    }
+
+    /// Takes a membership back by its token; the member becomes present. No event.
+    pub fn resume(&mut self, token: &ResumeToken) -> Result<Resumed, JoinError> {
+        let member = self
+            .position_of(token)
             .and_then(|i| self.members.get_mut(i))
             .ok_or(JoinError::ResumeFailed)?;
         let was_present = member.presence == Presence::Present;

@@ -1,0 +1,278 @@
+//! Deadlines that every write and every unjoined stretch keeps, commands of a
+//! connection that no longer holds its membership, and the host's policy on resume.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatroom_core::protocol::{Event, ServerFrame};
+use chatroom_core::testing::TestClient;
+use chatroom_core::{
+    ConnectionContext, Hooks, Hub, JoinAttempt, Limits, RoomName, Verdict, close_code,
+};
+use common::*;
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+#[tokio::test(start_paused = true)]
+async fn failed_join_attempts_do_not_keep_a_connection_out_of_a_room_forever() {
+    let hub = hub_with(Limits {
+        join_timeout: Duration::from_secs(10),
+        max_unjoined: Duration::from_secs(60),
+        ping_interval: None,
+        ..Limits::default()
+    });
+    let mut c = TestClient::connect(&hub);
+    let start = Instant::now();
+    // Each attempt would restart the join timeout; the stretch out of a room is capped.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        send(&c, join_frame("r", "a\tb")).await;
+        expect_error(&mut c, "invalid_name").await;
+    }
+    let close = expect_close(&mut c).await;
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (close_code::POLICY, "join timeout")
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(60) && took < Duration::from_secs(61),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leave_starts_a_new_stretch_out_of_a_room() {
+    let hub = hub_with(Limits {
+        join_timeout: Duration::from_secs(10),
+        max_unjoined: Duration::from_secs(15),
+        ping_interval: None,
+        ..Limits::default()
+    });
+    let mut c = TestClient::connect(&hub);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    c.join("r", "A").await.expect("joins");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    send(&c, json!({"type": "leave"})).await;
+    let left = Instant::now();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    c.join("r", "A")
+        .await
+        .expect("joins again after 9 s out of the room");
+    send(&c, json!({"type": "leave"})).await;
+    let close = expect_close(&mut c).await;
+    assert_eq!(close.reason, "join timeout");
+    assert!(left.elapsed() >= Duration::from_secs(19));
+}
+
+/// A member whose client stops reading in a quiet room: the one write that blocks is
+/// given up after `ping_timeout`, the member becomes away, and its grace runs out.
+#[tokio::test(start_paused = true)]
+async fn a_write_that_cannot_complete_ends_the_connection_within_the_keepalive_bound() {
+    let hub = hub_with(Limits {
+        ping_interval: Some(Duration::from_secs(20)),
+        ping_timeout: Duration::from_secs(20),
+        resume_grace: Duration::from_secs(15),
+        ..Limits::default()
+    });
+    let (mut a, _) = joined(&hub, "r", "A").await;
+    // Room for one frame between the server and this client, which never reads again.
+    let mut stuck = TestClient::connect_with(&hub, ConnectionContext::new(), 1);
+    stuck.join("r", "Stuck").await.expect("joins");
+    expect_event(&mut a).await; // joined
+    let start = Instant::now();
+    for text in ["one", "two", "three"] {
+        send(&a, json!({"type": "send", "text": text})).await;
+        expect_event(&mut a).await;
+    }
+    let left = tokio::time::timeout(Duration::from_secs(600), expect_event(&mut a))
+        .await
+        .expect("the stuck member is left, not present forever");
+    assert!(
+        matches!(&left, Event::Left(e) if &*e.name == "Stuck"),
+        "{left:?}"
+    );
+    // Dropped after 20 s of a blocked write, then 15 s of grace.
+    let took = start.elapsed();
+    assert!(took <= Duration::from_secs(36), "{took:?}");
+    drop(stuck);
+}
+
+/// Holds the room task inside `on_event` for a message "hold" until the gate opens,
+/// and holds a resume's policy check until its own gate opens.
+struct Gates {
+    room: Arc<Semaphore>,
+    room_entered: Arc<Semaphore>,
+    resume: Arc<Semaphore>,
+}
+
+impl Hooks for Gates {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            if attempt.resuming {
+                let _ = self.resume.acquire().await.map(|p| p.forget());
+            }
+            Verdict::Allow
+        })
+    }
+
+    fn on_event<'a>(&'a self, _: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if matches!(event, Event::Message(m) if &*m.text == "hold") {
+                self.room_entered.add_permits(1);
+                let _ = self.room.acquire().await.map(|p| p.forget());
+            }
+        })
+    }
+}
+
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Tab A's `send` and `leave` reach the room after tab B took A's membership over: they
+/// must not act on B's connection. A only gets its 4001; B gets no ack of A's and is
+/// not closed.
+#[tokio::test]
+async fn commands_of_a_taken_over_connection_do_not_act_on_the_new_one() {
+    let gates = Gates {
+        room: Arc::new(Semaphore::new(0)),
+        room_entered: Arc::new(Semaphore::new(0)),
+        resume: Arc::new(Semaphore::new(0)),
+    };
+    let (room_gate, entered, resume_gate) = (
+        gates.room.clone(),
+        gates.room_entered.clone(),
+        gates.resume.clone(),
+    );
+    let hub = Hub::builder().hooks(gates).build();
+    let (mut a, wa) = joined(&hub, "r", "A").await;
+    let (mut c, _) = joined(&hub, "r", "C").await;
+    expect_event(&mut a).await; // C joined
+    // B's resume is looked up and waits in the policy.
+    let mut b = TestClient::connect(&hub);
+    send(
+        &b,
+        json!({"type": "join", "room": "r", "name": "A", "resume": wa.resume, "since": wa.last_id}),
+    )
+    .await;
+    settle().await;
+    // The room is held; B's join, then A's send and leave queue up behind, in order.
+    send(&c, json!({"type": "send", "text": "hold"})).await;
+    entered.acquire().await.expect("open").forget();
+    resume_gate.add_permits(1);
+    settle().await;
+    send(&a, json!({"type": "send", "text": "from A", "ref": 1})).await;
+    send(&a, json!({"type": "leave", "ref": 2})).await;
+    settle().await;
+    room_gate.add_permits(1);
+    let w = b.welcome().await.expect("B resumed");
+    assert_eq!(w.name, "A");
+    // A: the held message, then its 4001, nothing else.
+    assert!(matches!(expect_event(&mut a).await, Event::Message(m) if &*m.text == "hold"));
+    let close = expect_close(&mut a).await;
+    assert_eq!(close.code, close_code::RESUMED_ELSEWHERE);
+    // B: no ack and no message of A's; the next thing it hears is C.
+    expect_event(&mut c).await; // hold
+    send(&c, json!({"type": "send", "text": "after"})).await;
+    match b.recv().await {
+        Ok(ServerFrame::Event(Event::Message(m))) => {
+            assert_eq!((&*m.from, &*m.text), ("C", "after"))
+        }
+        other => panic!("expected C's message, got {other:?}"),
+    }
+    // B still holds the membership and can talk.
+    send(&b, json!({"type": "send", "text": "still here", "ref": 3})).await;
+    assert!(matches!(expect_event(&mut b).await, Event::Message(m) if &*m.from == "A"));
+    assert_eq!(expect_ack(&mut b).await.0, json!(3));
+    assert_eq!(hub.room("r").await.expect("room").members, ["A", "C"]);
+}
+
+#[derive(Debug)]
+struct User(&'static str);
+
+/// Only a signed-in user who is not banned joins, and only under their own name.
+#[derive(Clone, Default)]
+struct Bans(Arc<Mutex<HashSet<&'static str>>>);
+
+impl Hooks for Bans {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        let verdict = match attempt.context.get::<User>() {
+            None => Verdict::Deny("sign in first".into()),
+            Some(User(u)) if self.0.lock().is_ok_and(|b| b.contains(u)) => {
+                Verdict::Deny("banned".into())
+            }
+            Some(User(u)) if *u != attempt.name.as_str() => Verdict::Deny(format!("you are {u}")),
+            Some(_) => Verdict::Allow,
+        };
+        Box::pin(std::future::ready(verdict))
+    }
+}
+
+fn as_user(hub: &Hub, user: &'static str) -> TestClient {
+    TestClient::connect_with(hub, ConnectionContext::new().with(User(user)), 64)
+}
+
+fn resume_frame(token: &str, since: u64) -> serde_json::Value {
+    json!({"type": "join", "room": "r", "name": "ignored", "resume": token, "since": since, "ref": 9})
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_join_policy_is_asked_on_resume_and_a_refusal_changes_nothing() {
+    let bans = Bans::default();
+    let hub = Hub::builder()
+        .hooks(bans.clone())
+        .limits(Limits {
+            resume_grace: Duration::from_secs(15),
+            ..Limits::default()
+        })
+        .build();
+    let mut bob = as_user(&hub, "bob");
+    bob.join("r", "bob").await.expect("bob joins");
+    let mut alice = as_user(&hub, "alice");
+    let w = alice.join("r", "alice").await.expect("alice joins");
+    expect_event(&mut bob).await; // alice joined
+
+    // Someone else with alice's token, while alice is connected: refused, and alice's
+    // connection is not taken over.
+    let mut mallory = as_user(&hub, "mallory");
+    send(&mallory, resume_frame(&w.resume, w.last_id)).await;
+    assert_eq!(
+        expect_error(&mut mallory, "forbidden").await,
+        Some(json!(9))
+    );
+    send(&alice, json!({"type": "send", "text": "still mine"})).await;
+    assert!(
+        matches!(expect_event(&mut alice).await, Event::Message(m) if &*m.text == "still mine")
+    );
+    expect_event(&mut bob).await;
+
+    // Banned since joining: alice's own resume is refused too.
+    bans.0.lock().expect("lock").insert("alice");
+    alice.drop_connection();
+    let mut again = as_user(&hub, "alice");
+    send(&again, resume_frame(&w.resume, w.last_id)).await;
+    assert_eq!(expect_error(&mut again, "forbidden").await, Some(json!(9)));
+    // The membership runs out with its grace period, as if nobody had tried.
+    assert_eq!(hub.room("r").await.expect("room").members, ["bob", "alice"]);
+    let start = Instant::now();
+    let left = expect_event(&mut bob).await;
+    assert!(
+        matches!(&left, Event::Left(e) if &*e.name == "alice"),
+        "{left:?}"
+    );
+    assert!(start.elapsed() <= Duration::from_secs(15));
+    // Unbanned, a fresh join works; the old token is void.
+    bans.0.lock().expect("lock").clear();
+    let mut later = as_user(&hub, "alice");
+    send(&later, resume_frame(&w.resume, w.last_id)).await;
+    expect_error(&mut later, "resume_failed").await;
+    later.join("r", "alice").await.expect("joins afresh");
+}
