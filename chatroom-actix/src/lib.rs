@@ -50,7 +50,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError, Session};
 use bytes::Bytes;
@@ -66,11 +66,13 @@ pub use chatroom_core;
 /// for `App::configure` or `web::scope(...).configure(...)`.
 pub fn configure(hub: Hub) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
+        // Every method reaches the handlers, which answer all but GET with the core's
+        // 405, so that both adapters answer every request alike.
         cfg.app_data(web::Data::new(hub.clone()))
-            .route("/ws", web::get().to(websocket))
-            .route("/rooms", web::get().to(rooms))
-            .route("/rooms/{room}", web::get().to(room))
-            .route("/rooms/{room}/names/{name}", web::get().to(name_check));
+            .route("/ws", web::route().to(websocket))
+            .route("/rooms", web::route().to(rooms))
+            .route("/rooms/{room}", web::route().to(room))
+            .route("/rooms/{room}/names/{name}", web::route().to(name_check));
     }
 }
 
@@ -81,20 +83,25 @@ pub async fn websocket(
     body: web::Payload,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if !hub
-        .origins()
-        .allows(header(header::ORIGIN), header(header::HOST))
-    {
-        tracing::debug!(origin = ?header(header::ORIGIN), "refused a cross-origin WebSocket");
-        return Ok(respond(ApiResponse::origin_rejected()));
+    let pairs = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let secure = req.app_config().secure();
+    if let Err(refused) = api::check_upgrade(&hub, req.method().as_str(), pairs, secure) {
+        return Ok(respond(refused));
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let (abort, aborted) = oneshot::channel();
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(upgraded) => upgraded,
+        Err(e) => return Ok(respond(ApiResponse::bad_upgrade(&e.to_string()))),
+    };
+    let (end, ended) = oneshot::channel();
     let response = response.map_body(|_, body| {
-        AbortableBody {
+        ClosingBody {
             body,
-            aborted: Some(aborted),
+            end: Some(ended),
+            finish: false,
+            flushed: false,
         }
         .boxed()
     });
@@ -114,24 +121,42 @@ pub async fn websocket(
     let hub = hub.get_ref().clone();
     // actix-ws sessions are not `Send`: the connection runs on this worker's runtime.
     actix_web::rt::spawn(async move {
-        if serve_session(hub, context, session, stream).await == ConnectionEnd::Dropped {
-            let _ = abort.send(());
-        }
+        let how = match serve_session(hub, context, session, stream).await {
+            ConnectionEnd::Dropped => BodyEnd::Abort,
+            ConnectionEnd::Closed(_) | ConnectionEnd::ClosedByPeer => BodyEnd::Finish,
+        };
+        let _ = end.send(how);
     });
     Ok(response)
 }
 
-/// The WebSocket response body, which fails on purpose when the connection was
-/// dropped without a closing handshake: actix would otherwise keep draining an upgraded
-/// connection's request body until the client goes away, and a failed body is the one
-/// way to make it drop the TCP connection now. (actix logs the failure at error level.)
-struct AbortableBody {
-    body: BoxBody,
-    /// `None` once the connection ended normally (the sender was dropped unused).
-    aborted: Option<oneshot::Receiver<()>>,
+/// How the WebSocket's task tells its response body to end the TCP connection.
+enum BodyEnd {
+    /// The closing handshake is done: end it once the close frame is out.
+    Finish,
+    /// Dropped without a closing handshake: end it now.
+    Abort,
 }
 
-impl MessageBody for AbortableBody {
+/// The WebSocket response body, which fails on purpose to end the TCP connection once
+/// the connection's task is done with it. actix would otherwise keep reading an
+/// upgraded connection's request body until the client goes away, while a client that
+/// completed the closing handshake waits for the server to end the TCP connection
+/// (RFC 6455 §7.1.1): each waits for the other until the client's close timeout. A
+/// failed body is the one way to make actix drop the connection now. (actix logs the
+/// failure at error level, as "Response payload stream error".)
+struct ClosingBody {
+    body: BoxBody,
+    /// `None` once the task has said how to end.
+    end: Option<oneshot::Receiver<BodyEnd>>,
+    /// The task said [`BodyEnd::Finish`].
+    finish: bool,
+    /// The body's end was seen once already: actix has had a turn to write out the
+    /// last frame (it drops what it buffered when a body fails).
+    flushed: bool,
+}
+
+impl MessageBody for ClosingBody {
     type Error = Box<dyn std::error::Error>;
 
     fn size(&self) -> BodySize {
@@ -142,17 +167,35 @@ impl MessageBody for AbortableBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        if let Some(aborted) = self.aborted.as_mut() {
-            match Pin::new(aborted).poll(cx) {
-                Poll::Ready(Ok(())) => {
+        if let Some(end) = self.end.as_mut() {
+            match Pin::new(end).poll(cx) {
+                Poll::Ready(Ok(BodyEnd::Abort)) => {
                     let dropped = "chat connection dropped without a close handshake";
                     return Poll::Ready(Some(Err(dropped.into())));
                 }
-                Poll::Ready(Err(_)) => self.aborted = None,
+                // Finished, or the task is gone.
+                Poll::Ready(_) => {
+                    self.end = None;
+                    self.finish = true;
+                }
                 Poll::Pending => {}
             }
         }
-        Pin::new(&mut self.body).poll_next(cx)
+        match Pin::new(&mut self.body).poll_next(cx) {
+            // The session's close frame was the body's last: once actix has written it
+            // out and the task is done, end the connection.
+            Poll::Ready(None) if self.finish && !self.flushed => {
+                self.flushed = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(None) if self.finish => {
+                Poll::Ready(Some(Err("chat connection closed".into())))
+            }
+            // Wait for the task (its channel holds this waker).
+            Poll::Ready(None) => Poll::Pending,
+            other => other,
+        }
     }
 }
 
@@ -173,8 +216,20 @@ pub async fn serve_session(
         .filter_map(ready);
     let outgoing = session.with(|frame| ready(Ok::<_, actix_ws::Closed>(to_message(frame))));
     futures_util::pin_mut!(incoming, outgoing);
-    hub.serve(context, incoming, outgoing).await
+    let end = hub.serve(context, incoming.as_mut(), outgoing).await;
+    if let ConnectionEnd::Closed(_) = end {
+        // The server closed: read, and drop, what the client still sends until its
+        // close frame answers ours, for at most CLOSE_LINGER, before the TCP connection
+        // ends (ending it with client data unread would reset it, and a reset discards
+        // what the client has not read yet: our close frame among it).
+        let drain = async { while incoming.next().await.is_some() {} };
+        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+    }
+    end
 }
+
+/// How long, after the server's close frame, the client has to answer with its own.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A client message as the core's frame; `None` ends the connection. Pings are
 /// answered here (actix-ws leaves that to the application), and a client's close is
@@ -195,14 +250,21 @@ async fn to_incoming(
             let _ = session.clone().close(reason).await;
             None
         }
-        // A frame over the codec's limit, or continuations over the aggregate limit
-        // (which actix-ws reports as an `Other` I/O error).
+        // A frame over the codec's limit, or continuations over the aggregate limit.
         Err(ProtocolError::Overflow) => Some(Incoming::TooLarge),
-        Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::Other => {
-            Some(Incoming::TooLarge)
-        }
+        Err(ProtocolError::Io(e)) if is_over_size(&e) => Some(Incoming::TooLarge),
+        // Anything else (the peer vanished, a broken frame) ends the connection.
         Err(_) => None,
     }
+}
+
+/// Whether actix-ws reports continuations over the aggregate limit. It says so with an
+/// `Other` I/O error, which is also how it passes on a failure of the request's payload
+/// (the peer vanished): those wrap a `PayloadError`, and are not over-size frames.
+fn is_over_size(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other
+        && e.get_ref()
+            .is_some_and(|inner| !inner.is::<actix_web::error::PayloadError>())
 }
 
 fn to_message(frame: Outgoing) -> Message {
@@ -220,22 +282,35 @@ fn to_message(frame: Outgoing) -> Message {
     }
 }
 
-async fn rooms(hub: web::Data<Hub>) -> HttpResponse {
+// The handlers read the path as received (`req.uri()`): the core decodes it (actix's
+// match info would decode a segment that is not UTF-8 lossily).
+async fn rooms(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
+    if let Err(refused) = api::check_method(req.method().as_str()) {
+        return respond(refused);
+    }
     respond(api::rooms(&hub).await)
 }
 
-async fn room(hub: web::Data<Hub>, path: web::Path<String>) -> HttpResponse {
-    respond(api::room(&hub, &path.into_inner()).await)
+async fn room(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
+    if let Err(refused) = api::check_method(req.method().as_str()) {
+        return respond(refused);
+    }
+    respond(api::room(&hub, req.uri().path()).await)
 }
 
-async fn name_check(hub: web::Data<Hub>, path: web::Path<(String, String)>) -> HttpResponse {
-    let (room, name) = path.into_inner();
-    respond(api::name_check(&hub, &room, &name).await)
+async fn name_check(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
+    if let Err(refused) = api::check_method(req.method().as_str()) {
+        return respond(refused);
+    }
+    respond(api::name_check(&hub, req.uri().path()).await)
 }
 
 fn respond(answer: ApiResponse) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .body(answer.body)
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/json");
+    for (name, value) in answer.headers {
+        response.insert_header((name, value));
+    }
+    response.body(answer.body)
 }

@@ -48,11 +48,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{self, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use bytes::Bytes;
 use chatroom_core::api::{self, ApiResponse};
 use chatroom_core::{ConnectionContext, ConnectionEnd, Hub, Incoming, Outgoing};
@@ -65,10 +66,12 @@ pub use chatroom_core;
 /// memory from 11.6 KB to 8.6 KB per connection.
 const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write goes to the socket; a flush always writes everything.
+/// The buffer is not capped further: the driver never gives the socket a frame before
+/// the last one was taken (`poll_ready`), so it holds at most this plus one frame, and
+/// a frame is as large as the largest welcome the limits allow (megabytes with a long
+/// history of long messages). A peer that stops reading is dropped by the core's write
+/// deadline (`Limits::ping_timeout`), not by a full buffer.
 const WRITE_BUFFER: usize = 8 * 1024;
-/// Past this much unsent data (a peer that stopped reading) writes fail and the member
-/// becomes away.
-const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// The chat routes (`/ws`, `/rooms`, `/rooms/{room}`, `/rooms/{room}/names/{name}`),
 /// ready to `nest` under any prefix in an app with any state.
@@ -76,42 +79,52 @@ pub fn router<S>(hub: Hub) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    // Every method reaches the handlers, which answer all but GET with the core's 405,
+    // so that both adapters answer every request alike.
     Router::new()
-        .route("/ws", get(websocket))
-        .route("/rooms", get(rooms))
-        .route("/rooms/{room}", get(room))
-        .route("/rooms/{room}/names/{name}", get(name_check))
+        .route("/ws", any(websocket))
+        .route("/rooms", any(rooms))
+        .route("/rooms/{room}", any(room))
+        .route("/rooms/{room}/names/{name}", any(name_check))
         .with_state(hub)
 }
 
 /// The WebSocket handler, for apps that want their own route:
-/// `.route("/live", get(chatroom_axum::websocket))` with a state from which a [`Hub`]
+/// `.route("/live", any(chatroom_axum::websocket))` with a state from which a [`Hub`]
 /// can be taken (`Hub: FromRef<YourState>`).
 pub async fn websocket(
     State(hub): State<Hub>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
-    upgrade(&hub, ws, &headers, &extensions)
+    upgrade(&hub, ws, &method, &uri, &headers, &extensions)
 }
 
-/// Checks the origin, applies the hub's limits to the socket, and upgrades; the lowest
-/// level entry point, for handlers that extract the request themselves.
+/// Judges the request ([`api::check_upgrade`]: the origin first, then the handshake),
+/// applies the hub's limits to the socket, and upgrades; the lowest level entry point,
+/// for handlers that extract the request themselves. The upgrade extractor is taken as
+/// a `Result` so that the origin is checked before axum's own verdict on the handshake.
 pub fn upgrade(
     hub: &Hub,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    method: &Method,
+    uri: &Uri,
     headers: &HeaderMap,
     extensions: &Extensions,
 ) -> Response {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if !hub
-        .origins()
-        .allows(header(header::ORIGIN), header(header::HOST))
-    {
-        tracing::debug!(origin = ?header(header::ORIGIN), "refused a cross-origin WebSocket");
-        return respond(ApiResponse::origin_rejected());
+    let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    // axum serves plain HTTP; a TLS acceptor in front shows as an `https` URI.
+    let secure = uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS);
+    if let Err(refused) = api::check_upgrade(hub, method.as_str(), pairs, secure) {
+        return respond(refused);
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return respond(ApiResponse::bad_upgrade(&rejection.body_text())),
+    };
     let mut context = extensions
         .get::<ConnectionContext>()
         .cloned()
@@ -127,7 +140,6 @@ pub fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| serve_socket(hub, socket, context))
 }
 
@@ -224,27 +236,42 @@ fn to_message(frame: Outgoing) -> Result<Message, axum::Error> {
     })
 }
 
-async fn rooms(State(hub): State<Hub>) -> Response {
+// The handlers read the path as received: the core decodes it (axum's `Path` would
+// answer a segment that is not UTF-8 with a text/plain 400 of its own).
+async fn rooms(State(hub): State<Hub>, method: Method) -> Response {
+    if let Err(refused) = api::check_method(method.as_str()) {
+        return respond(refused);
+    }
     respond(api::rooms(&hub).await)
 }
 
-async fn room(State(hub): State<Hub>, Path(room): Path<String>) -> Response {
-    respond(api::room(&hub, &room).await)
+async fn room(State(hub): State<Hub>, method: Method, uri: Uri) -> Response {
+    if let Err(refused) = api::check_method(method.as_str()) {
+        return respond(refused);
+    }
+    respond(api::room(&hub, uri.path()).await)
 }
 
-async fn name_check(
-    State(hub): State<Hub>,
-    Path((room, name)): Path<(String, String)>,
-) -> Response {
-    respond(api::name_check(&hub, &room, &name).await)
+async fn name_check(State(hub): State<Hub>, method: Method, uri: Uri) -> Response {
+    if let Err(refused) = api::check_method(method.as_str()) {
+        return respond(refused);
+    }
+    respond(api::name_check(&hub, uri.path()).await)
 }
 
 fn respond(answer: ApiResponse) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         answer.body,
     )
-        .into_response()
+        .into_response();
+    for (name, value) in answer.headers {
+        response.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
 }

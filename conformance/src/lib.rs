@@ -244,6 +244,90 @@ fn run_actix(
     });
 }
 
+/// An HTTP response as received: status, headers (names in lower case) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body (the test requests never get a chunked one).
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line) as raw bytes,
+/// with `Host` added (and `Connection: close` unless `head` has a `Connection`), and
+/// reads the response: for a 101, its head only. For requests no HTTP client would
+/// build: header values that are not ASCII, broken upgrades, odd methods.
+pub async fn http_raw(addr: SocketAddr, head: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = head.to_vec();
+    request.extend_from_slice(format!("\r\nHost: {addr}").as_bytes());
+    if !String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .contains("\r\nconnection:")
+    {
+        request.extend_from_slice(b"\r\nConnection: close");
+    }
+    request.extend_from_slice(b"\r\n\r\n");
+    stream.write_all(&request).await.expect("write");
+    let read = async {
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the response ended inside its head");
+            response.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8(response[..head_end].to_vec()).expect("ascii head");
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut body = response[head_end + 4..].to_vec();
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        if status != 101 {
+            while length.is_none_or(|l| body.len() < l) {
+                let n = stream.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+        }
+        RawResponse {
+            status,
+            headers,
+            body: String::from_utf8(body).expect("utf-8 body"),
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("response in time")
+}
+
 /// A minimal HTTP/1.1 GET: status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -397,6 +481,56 @@ impl Client {
     /// Drops the TCP connection without a close frame.
     pub fn drop_tcp(self) {
         drop(self.ws);
+    }
+
+    /// Starts the closing handshake with `code` and reads until the server's close
+    /// frame: returns it, or `None` if the connection ended without one.
+    pub async fn close_with(&mut self, code: u16) -> Option<(u16, String)> {
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "bye".into(),
+        };
+        self.ws.close(Some(frame)).await.expect("close frame sent");
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("the server answers a close frame in time")
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(tungstenite::Error::ConnectionClosed)) | None => return None,
+                Some(Err(_)) => return None,
+            }
+        }
+    }
+
+    /// After a closing handshake: whether the server ends the TCP connection within
+    /// `within` (the client reads end of stream).
+    pub async fn tcp_ends_within(&mut self, within: Duration) -> bool {
+        let tcp = self.tcp();
+        tokio::time::timeout(within, async {
+            let mut buf = [0u8; 256];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// The underlying TCP stream, for tests that misbehave below WebSocket.
+    pub fn tcp(&mut self) -> &mut TcpStream {
+        match self.ws.get_mut() {
+            MaybeTlsStream::Plain(tcp) => tcp,
+            _ => panic!("tests use plain TCP"),
+        }
     }
 
     /// Closes the way a browser does (close frame, then waits for the server's).

@@ -2,9 +2,9 @@
 //! each serving for real on 127.0.0.1:0 and driven by a real WebSocket client.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chatroom_conformance::{Adapter, Client, Ended, Server};
+use chatroom_conformance::{Adapter, Client, Ended, Server, http_raw};
 use chatroom_core::{ConnectionContext, Hooks, Hub, JoinAttempt, Limits, OriginPolicy, Verdict};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -58,6 +58,16 @@ suite!(
     graceful_shutdown_closes_with_1001,
     http_api,
     nested_under_a_prefix_in_an_app_with_state,
+    a_client_close_is_answered_at_once_in_every_state,
+    the_largest_welcome_the_limits_allow_is_delivered,
+    rate_limited_answers_echo_the_ref,
+    a_client_that_never_reads_is_dropped_within_the_keepalive_bound,
+    a_kick_during_a_pending_write_still_closes_with_4003,
+    a_takeover_during_a_pending_write_still_closes_with_4001,
+    a_shutdown_during_a_pending_write_still_closes_with_1001,
+    a_half_closed_client_is_not_told_its_frame_was_too_large,
+    http_edges_answer_alike,
+    the_origin_check_compares_schemes_and_fails_closed,
 );
 
 async fn join_welcome_events_and_acks(adapter: Adapter) {
@@ -667,4 +677,375 @@ async fn nested_under_a_prefix_in_an_app_with_state(adapter: Adapter) {
     assert_eq!(a.expect("message").await["text"], "nested");
     assert_eq!(server.get("/rooms").await.0, 200);
     let _unused = ConnectionContext::new();
+}
+
+/// A client's close frame is answered at once, before a join, in a room and after a
+/// leave, and then the server ends the TCP connection.
+async fn a_client_close_is_answered_at_once_in_every_state(adapter: Adapter) {
+    let server = start(adapter);
+    for state in ["unjoined", "joined", "left"] {
+        let mut c = server.connect().await;
+        if state != "unjoined" {
+            c.join("r", state).await;
+        }
+        if state == "left" {
+            c.send(json!({"type": "leave"})).await;
+            // The leave has taken effect once the name is free again.
+            let mut other = server.connect().await;
+            other.join("r", state).await;
+        }
+        let asked = Instant::now();
+        let answer = c.close_with(1000).await;
+        let took = asked.elapsed();
+        assert_eq!(answer.map(|(code, _)| code), Some(1000), "{state}");
+        // A hang guard, far above loopback's milliseconds and far below the seconds
+        // a client otherwise waits for its close timeout.
+        assert!(
+            took < Duration::from_millis(1000),
+            "{state}: answered after {took:?}"
+        );
+        assert!(
+            c.tcp_ends_within(Duration::from_secs(2)).await,
+            "{state}: the server ends the TCP connection"
+        );
+    }
+}
+
+/// With the default limits, a room's history of 100 messages of 4000 characters that
+/// each take 6 bytes in JSON (a system post may hold control characters) makes a
+/// welcome of 2.4 MB; a newcomer gets it whole.
+async fn the_largest_welcome_the_limits_allow_is_delivered(adapter: Adapter) {
+    let server = start(adapter);
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let emoji = "😀".repeat(4000);
+    a.send(json!({"type": "send", "text": emoji})).await;
+    a.expect("message").await;
+    let control = "\u{1}".repeat(4000);
+    for _ in 0..99 {
+        server.hub.post("r", "bot", &control).await.expect("posted");
+    }
+    let mut b = server.connect().await;
+    b.send(json!({"type": "join", "room": "r", "name": "B"}))
+        .await;
+    let text = b.recv_text().await;
+    assert!(text.len() > 2_000_000, "a welcome of {} bytes", text.len());
+    let w: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(w["type"], "welcome");
+    let history = w["history"].as_array().expect("history");
+    assert_eq!(history.len(), 100);
+    assert!(
+        history[0]["text"] == json!(control),
+        "the oldest retained post first"
+    );
+    assert_eq!(history[99]["type"], "joined");
+    // B stays connected and present.
+    b.send(json!({"type": "send", "text": "here", "ref": 1}))
+        .await;
+    assert_eq!(b.expect("message").await["text"], "here");
+}
+
+/// A rate-limited frame is answered with its `ref` when it has one; a frame that is
+/// not JSON gets none.
+async fn rate_limited_answers_echo_the_ref(adapter: Adapter) {
+    let server = start_with(
+        adapter,
+        Limits {
+            rate_burst: 2,
+            rate_per_sec: 1,
+            ..Limits::default()
+        },
+    );
+    let mut c = server.connect().await;
+    c.join("r", "A").await;
+    c.send(json!({"type": "send", "text": "one", "ref": "s1"}))
+        .await;
+    assert_eq!(c.expect("message").await["text"], "one");
+    assert_eq!(c.expect("ack").await["ref"], "s1");
+    // The bucket is empty now.
+    c.send(json!({"type": "send", "text": "two", "ref": "s2"}))
+        .await;
+    assert_eq!(c.expect_error("rate_limited").await["ref"], "s2");
+    c.send(json!({"ref": 77, "type": "rename", "name": "B"}))
+        .await;
+    assert_eq!(c.expect_error("rate_limited").await["ref"], 77);
+    c.send_text("not json, \"ref\": 3").await;
+    assert_eq!(c.expect_error("rate_limited").await.get("ref"), None);
+    c.send(json!({"type": "send", "text": "x", "ref": [1]}))
+        .await;
+    assert_eq!(c.expect_error("rate_limited").await.get("ref"), None);
+    // Nothing of a refused frame happened.
+    let (_, body) = server.get("/rooms/r").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["members"],
+        json!(["A"])
+    );
+}
+
+/// A client that never reads but keeps sending `join` frames with long refs (each
+/// answered with an error that echoes the ref) fills its socket; the server's write
+/// blocks, and the connection is dropped within the keepalive bound, so its member
+/// becomes away and, after the grace period, is `left`.
+async fn a_client_that_never_reads_is_dropped_within_the_keepalive_bound(adapter: Adapter) {
+    let server = start_with(
+        adapter,
+        Limits {
+            ping_interval: Some(Duration::from_millis(200)),
+            ping_timeout: Duration::from_millis(300),
+            resume_grace: Duration::from_millis(200),
+            rate_burst: 1_000_000,
+            rate_per_sec: 1_000_000,
+            ..Limits::default()
+        },
+    );
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let mut stuck = server.connect_with_recv_buffer(4 * 1024).await;
+    stuck.join("r", "Stuck").await;
+    a.expect("joined").await;
+    let long_ref = "r".repeat(12 * 1024);
+    let frame = json!({"type": "join", "room": "r", "name": "S", "ref": long_ref}).to_string();
+    let sending = tokio::spawn(async move {
+        // Stops once the server no longer takes frames (blocked or gone).
+        for _ in 0..2000 {
+            let sent = tokio::time::timeout(Duration::from_millis(500), stuck.send_text(&frame));
+            if sent.await.is_err() {
+                break;
+            }
+        }
+        stuck
+    });
+    let started = Instant::now();
+    // Pings keep A's reads alive, so bound the wait as a whole.
+    let left = tokio::time::timeout(Duration::from_secs(10), a.expect("left"))
+        .await
+        .expect("the stuck member is dropped and left");
+    assert_eq!(left["name"], "Stuck");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+    sending.abort();
+}
+
+/// Fills a stalled member's connection so that the server's write to it is pending,
+/// then ends the membership with `end`; once the client reads again it gets every frame
+/// the server had started to send, then the close frame (not a dropped connection).
+async fn close_after_a_pending_write(
+    adapter: Adapter,
+    end: impl AsyncFnOnce(&Server, &Value),
+) -> Ended {
+    let server = start_with(
+        adapter,
+        Limits {
+            rate_burst: 10_000,
+            rate_per_sec: 10_000,
+            ..Limits::default()
+        },
+    );
+    let mut stalled = server.connect_with_recv_buffer(8 * 1024).await;
+    let welcome = stalled.join("r", "Stalled").await;
+    let mut sender = server.connect().await;
+    sender.join("r", "Sender").await;
+    // About 8 MB: more than the stalled client's socket, and the server's, can hold;
+    // fewer frames than its outgoing queue, so it is not a slow consumer.
+    let frame = json!({"type": "send", "text": "😀".repeat(4000)}).to_string();
+    for _ in 0..500 {
+        sender.send_text(&frame).await;
+        sender.recv_text().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    end(&server, &welcome).await;
+    let mut messages = 0;
+    let ended = loop {
+        match stalled.next().await {
+            Ok(frame) if frame["type"] == "joined" || frame["type"] == "message" => messages += 1,
+            Ok(frame) => panic!("unexpected {frame}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(messages > 0, "the pending write was delivered");
+    ended
+}
+
+async fn a_kick_during_a_pending_write_still_closes_with_4003(adapter: Adapter) {
+    let ended = close_after_a_pending_write(adapter, async |server, _| {
+        assert!(server.hub.kick("r", "Stalled", "").await);
+    })
+    .await;
+    assert_eq!(ended, Ended::Close(4003, "removed".into()));
+}
+
+async fn a_takeover_during_a_pending_write_still_closes_with_4001(adapter: Adapter) {
+    let ended = close_after_a_pending_write(adapter, async |server, welcome| {
+        let mut again = server.connect().await;
+        again
+            .send(json!({"type": "join", "room": "r", "name": "Stalled", "resume": welcome["resume"]}))
+            .await;
+        // Its welcome holds the whole history: read past it.
+        assert_eq!(again.recv().await["type"], "welcome");
+    })
+    .await;
+    assert_eq!(ended, Ended::Close(4001, "resumed elsewhere".into()));
+}
+
+async fn a_shutdown_during_a_pending_write_still_closes_with_1001(adapter: Adapter) {
+    let ended = close_after_a_pending_write(adapter, async |server, _| {
+        // Shuts the hub down without waiting for the connections to end.
+        drop(server.hub.shutdown());
+    })
+    .await;
+    assert_eq!(ended, Ended::Close(1001, "server shutting down".into()));
+}
+
+/// A client that ends its side of the TCP connection (no close frame) but still reads
+/// is not sent a 1009 `frame too large`: nothing it sent was too large.
+async fn a_half_closed_client_is_not_told_its_frame_was_too_large(adapter: Adapter) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(adapter);
+    let mut c = server.connect().await;
+    c.join("r", "A").await;
+    let tcp = c.tcp();
+    tcp.shutdown().await.expect("half close");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut rest)).await;
+    // A close frame from the server starts with 0x88; 1009 is 0x03 0xF1.
+    let too_large = rest
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xF1]);
+    assert!(!too_large, "the server answered 1009: {rest:?}");
+}
+
+/// The HTTP edges answer alike on both adapters: the same status, headers that matter
+/// and body for the same request, decided by the core.
+async fn http_edges_answer_alike(adapter: Adapter) {
+    let server = Server::start_at(adapter, Hub::new(), "/chat");
+    let addr = server.addr;
+    let bad_path =
+        r#"{"error":"bad_path","message":"the path is not valid percent-encoded UTF-8"}"#;
+    for path in [
+        "/chat/rooms/%FF",
+        "/chat/rooms/%FF/names/x",
+        "/chat/rooms/r/names/%C3",
+        "/chat/rooms/%zz",
+    ] {
+        let r = http_raw(addr, format!("GET {path} HTTP/1.1").as_bytes()).await;
+        assert_eq!((r.status, r.body.as_str()), (400, bad_path), "{path}");
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+    }
+    let r = http_raw(addr, b"GET /chat/rooms/Side%20room HTTP/1.1").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (404, r#"{"error":"no_such_room","message":"no such room"}"#)
+    );
+    for head in [
+        "POST /chat/rooms HTTP/1.1\r\nContent-Length: 0",
+        "DELETE /chat/rooms/r HTTP/1.1",
+        "PUT /chat/ws HTTP/1.1\r\nContent-Length: 0",
+    ] {
+        let r = http_raw(addr, head.as_bytes()).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (
+                405,
+                r#"{"error":"method_not_allowed","message":"only GET is served here"}"#
+            ),
+            "{head}"
+        );
+        assert_eq!(r.header("allow"), Some("GET"));
+    }
+    let forbidden =
+        r#"{"error":"forbidden_origin","message":"this origin may not open a chat connection"}"#;
+    // A malformed upgrade from a foreign origin: the origin is judged first.
+    for head in [
+        "GET /chat/ws HTTP/1.1\r\nOrigin: http://evil.example",
+        "GET /chat/ws HTTP/1.1\r\nOrigin: http://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8",
+        "POST /chat/ws HTTP/1.1\r\nOrigin: http://evil.example\r\nContent-Length: 0",
+    ] {
+        let r = http_raw(addr, head.as_bytes()).await;
+        assert_eq!((r.status, r.body.as_str()), (403, forbidden), "{head}");
+    }
+    let r = http_raw(addr, b"GET /chat/ws HTTP/1.1").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            426,
+            r#"{"error":"upgrade_required","message":"this endpoint speaks WebSocket only: send a WebSocket upgrade request"}"#
+        )
+    );
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    let upgrade = "GET /chat/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade";
+    let r = http_raw(
+        addr,
+        format!(
+            "{upgrade}\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            426,
+            r#"{"error":"unsupported_version","message":"the WebSocket version must be 13"}"#
+        )
+    );
+    assert_eq!(r.header("sec-websocket-version"), Some("13"));
+    let r = http_raw(
+        addr,
+        format!("{upgrade}\r\nSec-WebSocket-Version: 13").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            400,
+            r#"{"error":"bad_upgrade","message":"Sec-WebSocket-Key must be 16 bytes in base64"}"#
+        )
+    );
+    let r = http_raw(
+        addr,
+        format!(
+            "{upgrade}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 101, "a valid upgrade");
+}
+
+/// `Origin: http://host` is refused for a site served over https on the same host
+/// and port, and the other way round; an `Origin` that is not visible ASCII is refused,
+/// not taken as absent.
+async fn the_origin_check_compares_schemes_and_fails_closed(adapter: Adapter) {
+    let server = start(adapter);
+    let addr = server.addr;
+    let upgrade = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+    let status = |extra: Vec<u8>| {
+        let mut head = upgrade.as_bytes().to_vec();
+        head.extend_from_slice(&extra);
+        async move { http_raw(addr, &head).await.status }
+    };
+    let origin = |o: &str| format!("\r\nOrigin: {o}").into_bytes();
+    assert_eq!(status(origin(&format!("http://{addr}"))).await, 101);
+    assert_eq!(
+        status(origin(&format!("https://{addr}"))).await,
+        403,
+        "https page, http site"
+    );
+    let mut proxied = origin(&format!("https://{addr}"));
+    proxied.extend_from_slice(b"\r\nX-Forwarded-Proto: https");
+    assert_eq!(status(proxied).await, 101, "behind a TLS proxy");
+    let mut proxied = origin(&format!("http://{addr}"));
+    proxied.extend_from_slice(b"\r\nX-Forwarded-Proto: https");
+    assert_eq!(status(proxied).await, 403, "http page, https site");
+    let mut garbled = origin(&format!("http://{addr}"));
+    garbled.push(0xFF);
+    assert_eq!(status(garbled).await, 403, "an Origin that is not ASCII");
+    assert_eq!(
+        status(b"\r\nOrigin: ".to_vec()).await,
+        403,
+        "an empty Origin"
+    );
 }

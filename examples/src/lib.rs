@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatroom_core::{Hub, Limits, OriginPolicy, RoomName};
+use chatroom_core::{Hub, Limits, OriginPolicy, RoomName, Scheme};
 
 /// The `Content-Security-Policy` of every page: nothing but this server, no inline script.
 pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self'; \
@@ -24,6 +24,8 @@ pub struct SiteConfig {
     pub limits: Limits,
     /// Which origins may open a WebSocket (`CHATROOM_ORIGINS`).
     pub origins: OriginPolicy,
+    /// The scheme the site is served under (`CHATROOM_SCHEME`); `None`: each request's.
+    pub scheme: Option<Scheme>,
 }
 
 /// A configuration variable that could not be used.
@@ -102,6 +104,7 @@ impl SiteConfig {
         };
         let limits = Limits {
             join_timeout: ms("CHATROOM_JOIN_TIMEOUT_MS", d.join_timeout)?,
+            max_unjoined: ms("CHATROOM_MAX_UNJOINED_MS", d.max_unjoined)?,
             resume_grace: ms("CHATROOM_RESUME_GRACE_MS", d.resume_grace)?,
             history: count("CHATROOM_HISTORY", d.history)?,
             max_name_chars: count("CHATROOM_MAX_NAME_CHARS", d.max_name_chars)?,
@@ -124,19 +127,32 @@ impl SiteConfig {
             Some((_, v)) if v.trim().is_empty() => OriginPolicy::SameHost,
             Some((_, v)) => OriginPolicy::List(v.split(',').map(|o| o.trim().to_owned()).collect()),
         };
+        let scheme = match get("CHATROOM_SCHEME") {
+            None => None,
+            Some((_, v)) if v.trim().is_empty() => None,
+            Some((_, v)) => Some(Scheme::parse(v.trim()).ok_or(ConfigError {
+                name: "CHATROOM_SCHEME",
+                value: v,
+                why: "expected http or https",
+            })?),
+        };
         Ok(SiteConfig {
             addr,
             limits,
             origins,
+            scheme,
         })
     }
 
     /// A hub with this configuration.
     pub fn hub(&self) -> Hub {
-        Hub::builder()
+        let builder = Hub::builder()
             .limits(self.limits.clone())
-            .origins(self.origins.clone())
-            .build()
+            .origins(self.origins.clone());
+        match self.scheme {
+            Some(scheme) => builder.scheme(scheme).build(),
+            None => builder.build(),
+        }
     }
 
     /// The configuration, one `VARIABLE=value` a line, for the log at start.
@@ -148,9 +164,10 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 18] = [
+        let rows: [(&str, String); 20] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
+            ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
             ("CHATROOM_RESUME_GRACE_MS", ms(l.resume_grace)),
             ("CHATROOM_HISTORY", l.history.to_string()),
             ("CHATROOM_MAX_NAME_CHARS", l.max_name_chars.to_string()),
@@ -173,6 +190,12 @@ impl SiteConfig {
             ("CHATROOM_PING_TIMEOUT_MS", ms(l.ping_timeout)),
             ("CHATROOM_ROOM_QUEUE", l.room_queue.to_string()),
             ("CHATROOM_ORIGINS", origins),
+            (
+                "CHATROOM_SCHEME",
+                self.scheme
+                    .map_or("(from each request)", Scheme::as_str)
+                    .to_owned(),
+            ),
         ];
         let mut out = String::new();
         for (name, value) in rows {
