@@ -239,7 +239,7 @@ pub fn page(path: &str, limits: &Limits) -> Page {
         "/static/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
         "/static/icon.svg" | "/favicon.ico" => asset("image/svg+xml", ICON),
         _ => match path.strip_prefix("/room/") {
-            Some(encoded) => match percent_decode(encoded)
+            Some(encoded) => match chatroom_core::api::decode_segment(encoded)
                 .and_then(|room| RoomName::parse_max(&room, limits.max_room_chars).ok())
             {
                 Some(_) => asset(HTML, &layout("Room", "room", ROOM)),
@@ -290,24 +290,6 @@ fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Logs through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`).
