@@ -116,7 +116,10 @@ pub fn upgrade(
     extensions: &Extensions,
 ) -> Response {
     let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-    // axum serves plain HTTP; a TLS acceptor in front shows as an `https` URI.
+    // A request line in absolute form may carry the scheme; the usual origin form
+    // does not, and axum cannot see whether a TLS layer is in front: the hub's
+    // configured scheme, or a proxy's `X-Forwarded-Proto`, says so (see
+    // `api::check_upgrade`).
     let secure = uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS);
     if let Err(refused) = api::check_upgrade(hub, method.as_str(), pairs, secure) {
         return respond(refused);
@@ -249,14 +252,14 @@ async fn room(State(hub): State<Hub>, method: Method, uri: Uri) -> Response {
     if let Err(refused) = api::check_method(method.as_str()) {
         return respond(refused);
     }
-    respond(api::room(&hub, uri.path()).await)
+    respond(api::room_at_path(&hub, uri.path()).await)
 }
 
 async fn name_check(State(hub): State<Hub>, method: Method, uri: Uri) -> Response {
     if let Err(refused) = api::check_method(method.as_str()) {
         return respond(refused);
     }
-    respond(api::name_check(&hub, uri.path()).await)
+    respond(api::name_check_at_path(&hub, uri.path()).await)
 }
 
 fn respond(answer: ApiResponse) -> Response {
@@ -268,10 +271,12 @@ fn respond(answer: ApiResponse) -> Response {
     )
         .into_response();
     for (name, value) in answer.headers {
-        response.headers_mut().insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
     }
     response
 }

@@ -117,11 +117,16 @@ pub fn check_method(method: &str) -> Result<(), ApiResponse> {
 ///
 /// `headers` are the request's headers as (name, raw value) pairs; `secure` says
 /// whether the connection itself is TLS. The site's scheme, which a same-host origin
-/// must have, is the hub's [`scheme`](Hub::scheme) if set, else `https` when `secure`
-/// or when the request's `X-Forwarded-Proto` (or `Forwarded: proto=`) says `https`,
-/// else `http`. (A page cannot set those headers on a WebSocket request, so trusting
-/// them here lets a TLS proxy in front work without configuration, and gives a page
-/// nothing.)
+/// must have, is the hub's [`scheme`](Hub::scheme) if set. Else it is `https` when
+/// `secure` or when the request's `X-Forwarded-Proto` (or `Forwarded: proto=`) says
+/// `https` (a page cannot set those headers on a WebSocket request, so trusting them
+/// gives a page nothing); and when nothing says `https`, a page of either scheme on the
+/// same host and port is allowed, since a TLS proxy may not pass the scheme on. Set
+/// [`HubBuilder::scheme`](crate::HubBuilder::scheme) to `Https` behind such a proxy
+/// to refuse `http` pages.
+///
+/// WebSocket over HTTP/2 (extended `CONNECT`, RFC 8441) is not served: its method is
+/// answered 405.
 pub fn check_upgrade<'a>(
     hub: &Hub,
     method: &str,
@@ -143,7 +148,8 @@ pub fn check_upgrade<'a>(
         } else if is("host") {
             host = Some(value);
         } else if is("upgrade") {
-            upgrade |= has_token(value, "websocket");
+            // Exactly `websocket`, as browsers send it (and as axum requires).
+            upgrade |= value.trim_ascii().eq_ignore_ascii_case(b"websocket");
         } else if is("connection") {
             connection |= has_token(value, "upgrade");
         } else if is("sec-websocket-version") {
@@ -156,16 +162,23 @@ pub fn check_upgrade<'a>(
             forwarded = forwarded.or(Some(value));
         }
     }
-    let scheme = hub.scheme().unwrap_or_else(|| {
-        let proxied = forwarded
-            .and_then(forwarded_proto)
-            .or_else(|| x_forwarded.and_then(first_value).and_then(Scheme::parse));
-        match (secure, proxied) {
-            (true, _) | (false, Some(Scheme::Https)) => Scheme::Https,
-            _ => Scheme::Http,
+    let allowed = |scheme| hub.origins().allows(origin, host, scheme);
+    let allowed = match hub.scheme() {
+        Some(configured) => allowed(configured),
+        None => {
+            let proxied = forwarded
+                .and_then(forwarded_proto)
+                .or_else(|| x_forwarded.and_then(first_value).and_then(Scheme::parse));
+            match (secure, proxied) {
+                (true, _) | (false, Some(Scheme::Https)) => allowed(Scheme::Https),
+                // Nothing says TLS, but a TLS proxy may not say so: an `https` page of
+                // this host is no downgrade, so it may connect too. An `http` page is
+                // refused only where the site is known to be `https`.
+                _ => allowed(Scheme::Http) || allowed(Scheme::Https),
+            }
         }
-    });
-    if origins > 1 || !hub.origins().allows(origin, host, scheme) {
+    };
+    if origins > 1 || !allowed {
         tracing::debug!(origin = ?origin.map(String::from_utf8_lossy), "refused a cross-origin WebSocket");
         return Err(ApiResponse::origin_rejected());
     }
@@ -236,8 +249,10 @@ pub fn decode_segment(raw: &str) -> Option<String> {
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b);
@@ -260,23 +275,37 @@ pub async fn rooms(hub: &Hub) -> ApiResponse {
     ApiResponse::json(200, &hub.rooms().await)
 }
 
+/// [`room`] for a request's path as received (percent-encoded): the room is its last
+/// segment; a segment that is not valid percent-encoded UTF-8 is a 400 `bad_path`.
+pub async fn room_at_path(hub: &Hub, path: &str) -> ApiResponse {
+    match segment_from_end(path, 0) {
+        Ok(name) => room(hub, &name).await,
+        Err(bad) => bad,
+    }
+}
+
 /// `GET /rooms/{room}`: the room's display name and members, 404 if it has none.
-/// `path` is the request's path as received; the room is its last segment.
-pub async fn room(hub: &Hub, path: &str) -> ApiResponse {
-    let room = match segment_from_end(path, 0) {
-        Ok(room) => room,
-        Err(bad) => return bad,
-    };
-    match hub.room(&room).await {
+/// `room` is the decoded room name.
+pub async fn room(hub: &Hub, room: &str) -> ApiResponse {
+    match hub.room(room).await {
         Some(details) => ApiResponse::json(200, &details),
         None => ApiResponse::error(404, "no_such_room", "no such room"),
     }
 }
 
+/// [`name_check`] for a request's path as received (percent-encoded): the room and the
+/// name are its third-last and last segments; a segment that is not valid
+/// percent-encoded UTF-8 is a 400 `bad_path`.
+pub async fn name_check_at_path(hub: &Hub, path: &str) -> ApiResponse {
+    match (segment_from_end(path, 2), segment_from_end(path, 0)) {
+        (Ok(room), Ok(name)) => name_check(hub, &room, &name).await,
+        (Err(bad), _) | (_, Err(bad)) => bad,
+    }
+}
+
 /// `GET /rooms/{room}/names/{name}`: whether the name could join now. An invalid room
-/// name is a 400 with `invalid_room`. `path` is the request's path as received; the
-/// room and the name are its third-last and last segments.
-pub async fn name_check(hub: &Hub, path: &str) -> ApiResponse {
+/// name is a 400 with `invalid_room`. `room` and `name` are decoded.
+pub async fn name_check(hub: &Hub, room: &str, name: &str) -> ApiResponse {
     #[derive(Serialize)]
     struct Availability {
         available: bool,
@@ -286,11 +315,7 @@ pub async fn name_check(hub: &Hub, path: &str) -> ApiResponse {
         available: reason.is_none(),
         reason,
     };
-    let (room, name) = match (segment_from_end(path, 2), segment_from_end(path, 0)) {
-        (Ok(room), Ok(name)) => (room, name),
-        (Err(bad), _) | (_, Err(bad)) => return bad,
-    };
-    match hub.check_name(&room, &name).await {
+    match hub.check_name(room, name).await {
         NameCheck::Available => ApiResponse::json(200, &answer(None)),
         NameCheck::Taken { .. } => ApiResponse::json(200, &answer(Some(ErrorCode::NameTaken))),
         NameCheck::InvalidName(_) => ApiResponse::json(200, &answer(Some(ErrorCode::InvalidName))),
@@ -321,23 +346,32 @@ mod tests {
             }
         );
         assert_eq!(
-            room(&hub, "/rooms/general").await.body,
+            room_at_path(&hub, "/rooms/general").await.body,
             r#"{"room":"General","members":["Alice"]}"#
         );
-        assert_eq!(room(&hub, "/chat/rooms/nope").await.status, 404);
+        assert_eq!(room_at_path(&hub, "/chat/rooms/nope").await.status, 404);
         assert_eq!(
-            name_check(&hub, "/rooms/general/names/ALICE").await.body,
+            name_check_at_path(&hub, "/rooms/general/names/ALICE")
+                .await
+                .body,
             r#"{"available":false,"reason":"name_taken"}"#
         );
         assert_eq!(
-            name_check(&hub, "/rooms/general/names/a%09b").await.body,
+            name_check_at_path(&hub, "/rooms/general/names/a%09b")
+                .await
+                .body,
             r#"{"available":false,"reason":"invalid_name"}"#
         );
         assert_eq!(
-            name_check(&hub, "/rooms/general/names/Bob").await.body,
+            name_check_at_path(&hub, "/rooms/general/names/Bob")
+                .await
+                .body,
             r#"{"available":true,"reason":null}"#
         );
-        assert_eq!(name_check(&hub, "/rooms//names/Bob").await.status, 400);
+        assert_eq!(
+            name_check_at_path(&hub, "/rooms//names/Bob").await.status,
+            400
+        );
     }
 
     #[tokio::test]
@@ -345,14 +379,20 @@ mod tests {
         assert_eq!(decode_segment("Side%20room").as_deref(), Some("Side room"));
         assert_eq!(decode_segment("a+b%2Fc").as_deref(), Some("a+b/c"));
         assert_eq!(decode_segment("%C3%A9").as_deref(), Some("é"));
-        for bad in ["%FF", "%", "%4", "%zz", "%C3"] {
+        for bad in ["%FF", "%", "%4", "%zz", "%C3", "%+F", "%-1"] {
             assert_eq!(decode_segment(bad), None, "{bad}");
         }
         let hub = Hub::new();
-        let bad = room(&hub, "/rooms/%FF").await;
+        let bad = room_at_path(&hub, "/rooms/%FF").await;
         assert_eq!((bad.status, bad.body.contains("bad_path")), (400, true));
-        assert_eq!(name_check(&hub, "/rooms/r/names/%FF").await.status, 400);
-        assert_eq!(name_check(&hub, "/rooms/%FF/names/x").await.status, 400);
+        assert_eq!(
+            name_check_at_path(&hub, "/rooms/r/names/%FF").await.status,
+            400
+        );
+        assert_eq!(
+            name_check_at_path(&hub, "/rooms/%FF/names/x").await.status,
+            400
+        );
     }
 
     const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
@@ -394,6 +434,11 @@ mod tests {
         assert_eq!(upgrade(&hub, &[("upgrade", b"")], false), Err(426));
         assert_eq!(upgrade(&hub, &[("connection", b"close")], false), Err(426));
         assert_eq!(
+            upgrade(&hub, &[("upgrade", b"websocket, h2c")], false),
+            Err(426)
+        );
+        assert_eq!(upgrade(&hub, &[("upgrade", b" WebSocket ")], false), Ok(()));
+        assert_eq!(
             upgrade(&hub, &[("sec-websocket-version", b"8")], false),
             Err(426)
         );
@@ -414,7 +459,10 @@ mod tests {
         let hub = Hub::new();
         let https = ("origin", b"https://chat.example.com".as_slice());
         let http = ("origin", b"http://chat.example.com".as_slice());
-        assert_eq!(upgrade(&hub, &[https], false), Err(403));
+        // Nothing says TLS: a TLS proxy may not say so, and an https page is no
+        // downgrade.
+        assert_eq!(upgrade(&hub, &[https], false), Ok(()));
+        assert_eq!(upgrade(&hub, &[http], false), Ok(()));
         assert_eq!(upgrade(&hub, &[https], true), Ok(()));
         assert_eq!(upgrade(&hub, &[http], true), Err(403));
         assert_eq!(
@@ -440,6 +488,12 @@ mod tests {
         assert_eq!(upgrade(&tls, &[https], false), Ok(()));
         assert_eq!(
             upgrade(&tls, &[http, ("x-forwarded-proto", b"http")], false),
+            Err(403)
+        );
+        let plain = Hub::builder().scheme(Scheme::Http).build();
+        assert_eq!(upgrade(&plain, &[https], false), Err(403));
+        assert_eq!(
+            upgrade(&plain, &[https, ("x-forwarded-proto", b"https")], true),
             Err(403)
         );
         // Two Origin headers are refused.

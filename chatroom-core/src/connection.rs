@@ -129,6 +129,10 @@ pub enum ConnectionEnd {
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued frames written before one flush.
 const BATCH: usize = 64;
+/// The slowest a client may take a large frame (bytes per second) before its write
+/// deadline runs out: a frame of `n` bytes adds `n / MIN_WRITE_RATE` seconds to it, so
+/// a newcomer on a slow link still gets a welcome of megabytes.
+const MIN_WRITE_RATE: u64 = 32 * 1024;
 
 /// Why the connection ends.
 enum Ending {
@@ -247,14 +251,16 @@ where
         }
         let step = {
             let frames = d.joined.as_ref().map(|j| &j.membership.frames);
-            // The timer comes before the queue, so that a busy room cannot starve the
-            // keepalive and the join timeout.
+            // The timer and the client come before the member's queue, so that a busy
+            // room can starve neither the keepalive and the join timeout nor the
+            // client's answers to pings (the write deadlines count on both). A client
+            // cannot starve the queue in turn: its frames are rate-limited.
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => Step::Shutdown,
                 () = &mut timer => Step::Timer,
-                f = async move { match frames { Some(rx) => rx.recv().await, None => std::future::pending().await } } => Step::Queued(f),
                 m = d.io.next() => Step::Incoming(m),
+                f = async move { match frames { Some(rx) => rx.recv().await, None => std::future::pending().await } } => Step::Queued(f),
             }
         };
         let flow = match step {
@@ -524,12 +530,19 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             .await
     }
 
-    /// The latest moment a write starting at `now` may complete, and what ends the
-    /// connection if it does not. A write may take no longer than `ping_timeout`, nor
-    /// outlast the keepalive (a peer that reads nothing is as dead as one that says
-    /// nothing) or, out of a room, the join timeout.
-    fn write_deadline(&self, now: Instant) -> (Instant, Ending) {
+    /// The latest moment a write of a `bytes`-long frame starting at `now` may
+    /// complete, and what ends the connection if it does not. A write may take no
+    /// longer than `ping_timeout`, nor outlast the keepalive (a peer that reads nothing
+    /// is as dead as one that says nothing) or, out of a room, the join timeout; plus
+    /// the time the frame takes at [`MIN_WRITE_RATE`].
+    fn write_deadline(&self, now: Instant, bytes: usize) -> (Instant, Ending) {
         let timeout = self.limits.ping_timeout;
+        let transfer = Duration::from_millis(
+            u64::try_from(bytes)
+                .unwrap_or(u64::MAX)
+                .saturating_mul(1000)
+                / MIN_WRITE_RATE,
+        );
         let mut deadline = now + timeout;
         if let Some(every) = self.limits.ping_interval {
             let keepalive = match self.ping_sent {
@@ -538,6 +551,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             };
             deadline = deadline.min(keepalive);
         }
+        let deadline = deadline + transfer;
         match self.join_limit() {
             Some(join) if join < deadline => (join, join_timeout()),
             _ => (deadline, Ending::PeerGone),
@@ -550,7 +564,11 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
     /// may still finish within [`CLOSE_WRITE_TIMEOUT`], and then the connection closes
     /// with the close frame that says why; a write still blocked then drops the peer.
     async fn write(&mut self, first: Outgoing, drain: bool) -> Flow {
-        let (deadline, late) = self.write_deadline(Instant::now());
+        let bytes = match &first {
+            Outgoing::Text(frame) => frame.len(),
+            Outgoing::Ping | Outgoing::Close(_) => 0,
+        };
+        let (deadline, late) = self.write_deadline(Instant::now(), bytes);
         let cancel = self.hub.cancel_token();
         let (hub, span) = (&self.hub, &self.span);
         let sink = &mut self.io;

@@ -85,6 +85,7 @@ pub enum Filter {
 /// holding someone else's token, cannot keep a membership alive by resuming it. A
 /// refused resume changes nothing: the membership runs out with its grace period.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct JoinAttempt<'a> {
     /// The room asked for.
     pub room: &'a RoomName,

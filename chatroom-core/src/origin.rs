@@ -94,8 +94,9 @@ impl OriginPolicy {
     }
 }
 
-/// The value as text if it is visible ASCII (spaces and tabs inside are allowed, and
-/// trimmed at the ends); `None` for anything else, which no valid origin or host holds.
+/// The value as text if it is visible ASCII, once spaces and tabs at its ends are
+/// trimmed; `None` for anything else (empty, spaces inside, control or non-ASCII
+/// bytes), which no valid origin or host holds.
 fn visible_ascii(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?;
     let text = text.trim_matches([' ', '\t']);

@@ -276,3 +276,54 @@ async fn the_join_policy_is_asked_on_resume_and_a_refusal_changes_nothing() {
     expect_error(&mut later, "resume_failed").await;
     later.join("r", "alice").await.expect("joins afresh");
 }
+
+/// Records the names a resume is judged under, holding each check until a permit.
+struct Judge {
+    gate: Arc<Semaphore>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hooks for Judge {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            if attempt.resuming {
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.push(attempt.name.to_string());
+                }
+                let _ = self.gate.acquire().await.map(|p| p.forget());
+            }
+            Verdict::Allow
+        })
+    }
+}
+
+/// The member is renamed while its resume waits for the policy: the policy is asked
+/// again under the new name before the resume is done.
+#[tokio::test]
+async fn a_rename_while_the_policy_judges_a_resume_asks_the_policy_again() {
+    let judge = Judge {
+        gate: Arc::new(Semaphore::new(0)),
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let (gate, seen) = (judge.gate.clone(), judge.seen.clone());
+    let hub = Hub::builder().hooks(judge).build();
+    let (mut a, wa) = joined(&hub, "r", "A").await;
+    let mut b = TestClient::connect(&hub);
+    send(
+        &b,
+        json!({"type": "join", "room": "r", "name": "A", "resume": wa.resume}),
+    )
+    .await;
+    settle().await;
+    send(&a, json!({"type": "rename", "name": "A2", "ref": 1})).await;
+    assert!(matches!(expect_event(&mut a).await, Event::Renamed(r) if &*r.to == "A2"));
+    expect_ack(&mut a).await;
+    gate.add_permits(2);
+    let w = b.welcome().await.expect("B resumed");
+    assert_eq!(w.name, "A2");
+    assert_eq!(*seen.lock().expect("lock"), ["A", "A2"]);
+    assert_eq!(
+        expect_close(&mut a).await.code,
+        close_code::RESUMED_ELSEWHERE
+    );
+}

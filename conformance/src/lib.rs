@@ -395,6 +395,28 @@ impl Client {
         self.ws.send(Message::text(text)).await.expect("send text");
     }
 
+    /// Sends `text` as one message in `parts` fragments (a text frame, then
+    /// continuation frames).
+    pub async fn send_fragmented(&mut self, text: &str, parts: usize) {
+        use tungstenite::protocol::frame::Frame;
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        let bytes = text.as_bytes();
+        let size = bytes.len().div_ceil(parts.max(1)).max(1);
+        let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let frame = Frame::message(chunk.to_vec(), opcode, i + 1 == chunks.len());
+            self.ws
+                .send(Message::Frame(frame))
+                .await
+                .expect("send fragment");
+        }
+    }
+
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, data: &[u8]) {
         self.ws
