@@ -73,6 +73,47 @@ use tokio::sync::oneshot;
 
 pub use chatroom_core;
 
+/// For `HttpServer::on_connect`: lets the kernel end a TCP connection whose peer has
+/// taken none of the data sent to it for `timeout` (`TCP_USER_TIMEOUT`; since Linux
+/// 5.11 this covers a peer that keeps its receive window closed). Elsewhere, or on a
+/// connection that is not plain TCP (TLS), it does nothing.
+///
+/// The core drops a chat connection whose writes stall (`Limits::ping_timeout`), but
+/// actix keeps trying to write what it has already buffered for such a peer, and never
+/// lets go of the socket while the peer keeps acknowledging with a closed window: this
+/// ends those sockets too. Any timeout above `Limits::ping_timeout` fits; it also ends
+/// other connections of the server whose peer vanished with data unacknowledged.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use actix_web::{App, HttpServer, web};
+/// use chatroom_actix::chatroom_core::Hub;
+///
+/// # async fn run(hub: Hub) -> std::io::Result<()> {
+/// HttpServer::new(move || {
+///     App::new().service(web::scope("/chat").configure(chatroom_actix::configure(hub.clone())))
+/// })
+/// .on_connect(chatroom_actix::end_stalled_connections(Duration::from_secs(30)))
+/// .bind(("127.0.0.1", 8080))?
+/// .run()
+/// .await
+/// # }
+/// ```
+pub fn end_stalled_connections(
+    timeout: std::time::Duration,
+) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
+    move |connection, _| {
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+                tracing::warn!(error = %e, "could not set TCP_USER_TIMEOUT");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (connection, timeout);
+    }
+}
+
 /// Mounts the chat routes (`/ws`, `/rooms`, `/rooms/{room}`, `/rooms/{room}/names/{name}`)
 /// for `App::configure` or `web::scope(...).configure(...)`.
 pub fn configure(hub: Hub) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {

@@ -227,6 +227,10 @@ fn run_actix(
         })
         .workers(1)
         .shutdown_timeout(2)
+        // As a deployment should: the kernel ends sockets whose peer takes nothing.
+        .on_connect(chatroom_actix::end_stalled_connections(
+            std::time::Duration::from_secs(1),
+        ))
         // actix holds a WebSocket's TCP connection after the close handshake until this
         // timeout (default 1 s); shorter keeps the suite fast.
         .client_disconnect_timeout(std::time::Duration::from_millis(200))
@@ -242,6 +246,26 @@ fn run_actix(
             .expect("report");
         let _ = server.await;
     });
+}
+
+/// Whether the server side of the TCP connection between `server_port` and
+/// `client_port` on 127.0.0.1 is still established, from `/proc/net/tcp` (Linux).
+/// `None` where that file cannot be read.
+pub fn server_side_established(server_port: u16, client_port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    Some(table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3
+            && port(fields[1]) == Some(server_port)
+            && port(fields[2]) == Some(client_port)
+            && fields[3] == "01"
+    }))
 }
 
 /// An HTTP response as received: status, headers (names in lower case) and body.

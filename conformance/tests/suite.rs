@@ -804,6 +804,7 @@ async fn a_client_that_never_reads_is_dropped_within_the_keepalive_bound(adapter
     let mut a = server.connect().await;
     a.join("r", "A").await;
     let mut stuck = server.connect_with_recv_buffer(4 * 1024).await;
+    let client_port = stuck.tcp().local_addr().expect("addr").port();
     stuck.join("r", "Stuck").await;
     a.expect("joined").await;
     let long_ref = "r".repeat(12 * 1024);
@@ -828,6 +829,21 @@ async fn a_client_that_never_reads_is_dropped_within_the_keepalive_bound(adapter
         started.elapsed() < Duration::from_secs(4),
         "dropped after {:?}",
         started.elapsed()
+    );
+    // The server let go of the socket too (actix needs the kernel's help for that:
+    // the harness serves it with `end_stalled_connections`).
+    let mut held = chatroom_conformance::server_side_established(server.addr.port(), client_port);
+    for _ in 0..50 {
+        if held != Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = chatroom_conformance::server_side_established(server.addr.port(), client_port);
+    }
+    assert_ne!(
+        held,
+        Some(true),
+        "the server still holds the stuck client's socket"
     );
     sending.abort();
 }

@@ -44,6 +44,10 @@ async fn main() -> ExitCode {
     .disable_signals()
     .shutdown_timeout(5)
     .client_disconnect_timeout(Duration::from_millis(250))
+    // A peer that takes nothing for 10 s past the write deadline is ended by the kernel.
+    .on_connect(chatroom_actix::end_stalled_connections(
+        config.limits.ping_timeout + Duration::from_secs(10),
+    ))
     .listen(listener);
     let server = match server {
         Ok(s) => s.run(),
