@@ -592,6 +592,11 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             }
         };
         tokio::pin!(write, released);
+        // Most writes complete at once (the socket takes the frames): no timer then.
+        let first_try = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        if let Poll::Ready(written) = first_try {
+            return written.map_err(|_| Ending::SinkBroken);
+        }
         let timer = sleep_until(deadline);
         tokio::pin!(timer);
         // Set once the connection must close while the write is under way.
