@@ -71,8 +71,19 @@ pub(crate) struct Membership {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RoomGone;
 
+/// Why a member's command was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotTaken {
+    /// The room's command queue is full: the command had no effect.
+    Busy,
+    /// The room went away: the membership is over.
+    Gone,
+}
+
 /// What a joined member can do. Results and errors reach the member through its
-/// `frames`, in order with the room's events; only `leave` is awaited.
+/// `frames`, in order with the room's events; only `leave` is awaited. No command waits
+/// for room in the room's queue: a connection keeps delivering while its room is
+/// saturated, and a command the room has no room for is refused (`NotTaken::Busy`).
 ///
 /// Every command names the connection (`link`) it comes from: a command from a link
 /// that no longer holds the membership (taken over by a resume, cut off as a slow
@@ -84,18 +95,23 @@ pub(crate) trait MemberChannel: Send + Sync {
         link: u64,
         text: Arc<str>,
         reference: Option<Ref>,
-    ) -> BoxFuture<'_, Result<(), RoomGone>>;
+    ) -> Result<(), NotTaken>;
     fn rename(
         &self,
         member: MemberId,
         link: u64,
         name: Result<DisplayName, RenameError>,
         reference: Option<Ref>,
-    ) -> BoxFuture<'_, Result<(), RoomGone>>;
-    /// Leaves at once; resolves once the leave took effect and `frames` has everything
-    /// the member is owed: `true`, or `false` when `link` no longer held the membership
-    /// (nothing changed; `frames` ends with the close frame that says why).
-    fn leave(&self, member: MemberId, link: u64) -> BoxFuture<'_, Result<bool, RoomGone>>;
+    ) -> Result<(), NotTaken>;
+    /// Leaves at once; once the room took the command, the future resolves when the
+    /// leave took effect and `frames` has everything the member is owed: `true`, or
+    /// `false` when `link` no longer held the membership (nothing changed; `frames`
+    /// ends with the close frame that says why).
+    fn leave(
+        &self,
+        member: MemberId,
+        link: u64,
+    ) -> Result<BoxFuture<'static, Result<bool, RoomGone>>, NotTaken>;
     /// The connection of `link` ended without `leave`: the member becomes away.
     fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()>;
 }
@@ -130,8 +146,15 @@ pub(crate) trait Backplane: Send + Sync {
     fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>>;
     /// Posts a system message; the new event's id, or `None` if the room does not exist.
     fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>>;
+    /// Holds the room's task until the returned sender is used or dropped; `None` if
+    /// there is no such room. For tests of races.
+    fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<tokio::sync::oneshot::Sender<()>>>;
     /// Removes a member: its connection closes with 4003. False if there was none.
     fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool>;
+    /// Queues `count` system posts to the room without waiting (none if its queue is
+    /// full), to test what a backlog does; returns how many were queued.
+    #[cfg(test)]
+    fn queue_posts(&self, room: NameKey, count: usize) -> usize;
     /// Makes the room's task fail as a bug would, to test what members see.
     #[cfg(test)]
     fn inject_fault(&self, room: NameKey) -> BoxFuture<'_, ()>;

@@ -16,8 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
+use tracing::Instrument;
 
-use crate::backplane::Membership;
+use crate::backplane::{Membership, NotTaken};
 use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
 use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict, guarded};
 use crate::hub::Hub;
@@ -227,7 +228,7 @@ where
         room = tracing::field::Empty,
         name = tracing::field::Empty
     );
-    let mut d = Driver {
+    let d = Driver {
         bucket: Bucket::new(&limits, now),
         join_deadline: now + limits.join_timeout,
         unjoined_since: now,
@@ -239,8 +240,16 @@ where
         rejections: VecDeque::new(),
         last_heard: now,
         ping_sent: None,
-        span,
+        span: span.clone(),
     };
+    // Everything the connection does (hooks included) is logged in its span.
+    serve(d).instrument(span).await
+}
+
+async fn serve<T>(mut d: Driver<T>) -> ConnectionEnd
+where
+    T: Stream<Item = Incoming> + Sink<Outgoing> + Unpin,
+{
     let cancel = d.hub.cancel_token();
     let timer = sleep_until(d.next_deadline());
     tokio::pin!(timer);
@@ -447,9 +456,16 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             None => return self.reply_error(&FrameError::Internal, reference).await,
         };
         let m = &joined.membership;
-        match m.room.send(m.member, m.link, text, reference).await {
+        let taken = m.room.send(m.member, m.link, text, reference.clone());
+        self.taken(taken, reference).await
+    }
+
+    /// What a member command the room did or did not take means for the connection.
+    async fn taken(&mut self, taken: Result<(), NotTaken>, reference: Option<Ref>) -> Flow {
+        match taken {
             Ok(()) => Ok(()),
-            Err(_) => Err(self.room_gone()),
+            Err(NotTaken::Busy) => self.reply_error(&FrameError::RoomBusy, reference).await,
+            Err(NotTaken::Gone) => Err(self.room_gone()),
         }
     }
 
@@ -477,10 +493,8 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         }
         // Errors go through the room too, so they arrive in order with the events.
         let m = &joined.membership;
-        match m.room.rename(m.member, m.link, parsed, reference).await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(self.room_gone()),
-        }
+        let taken = m.room.rename(m.member, m.link, parsed, reference.clone());
+        self.taken(taken, reference).await
     }
 
     async fn leave(&mut self, reference: Option<Ref>) -> Flow {
@@ -488,7 +502,35 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             return self.reply_error(&FrameError::NotJoined, reference).await;
         };
         let m = &joined.membership;
-        match m.room.leave(m.member, m.link).await {
+        let reply = match m.room.leave(m.member, m.link) {
+            Ok(reply) => reply,
+            Err(busy_or_gone) => return self.taken(Err(busy_or_gone), reference).await,
+        };
+        // The room answers once it handled everything queued before the leave: keep
+        // delivering meanwhile, or a busy room would fill the member's queue.
+        tokio::pin!(reply);
+        let left = loop {
+            let step = {
+                let Some(joined) = &self.joined else {
+                    return Ok(());
+                };
+                tokio::select! {
+                    biased;
+                    left = &mut reply => Ok(left),
+                    frame = joined.membership.frames.recv() => Err(frame),
+                }
+            };
+            match step {
+                Ok(left) => break left,
+                Err(Received::Frame(frame)) => self.write(Outgoing::Text(frame), false).await?,
+                // The leave itself ends the queue, just before the room answers it.
+                Err(Received::Ended(close)) => match (&mut reply).await {
+                    Ok(true) => break Ok(true),
+                    _ => return Err(self.released_by_room(close)),
+                },
+            }
+        };
+        match left {
             Ok(true) => {}
             // This connection no longer holds the membership (a newer one took it over,
             // or the room cut it off): nothing changed, and the close that says why is

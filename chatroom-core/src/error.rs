@@ -97,6 +97,10 @@ pub enum JoinError {
     /// reached); the server logs the details.
     #[error("the server could not take this join; try again later")]
     Unavailable,
+    /// The room has more commands waiting than it takes (`Limits::room_queue`): the
+    /// join had no effect; try again in a moment. Code `rate_limited`.
+    #[error("the room is busy; try again in a moment")]
+    RoomBusy,
 }
 
 /// Why a `send` was refused.
@@ -153,6 +157,11 @@ pub enum FrameError {
     /// The client's token bucket is empty; the frame had no effect.
     #[error("slow down: too many frames")]
     RateLimited,
+    /// The member's room has more commands waiting than it takes
+    /// (`Limits::room_queue`): the frame had no effect. Code `rate_limited`; it does
+    /// not count towards the flood limit (the client did nothing wrong).
+    #[error("the room is busy; try again in a moment")]
+    RoomBusy,
     /// A server fault; details are in the server's log.
     #[error("internal server error")]
     Internal,
@@ -175,6 +184,7 @@ impl HasErrorCode for JoinError {
             JoinError::ResumeFailed => ErrorCode::ResumeFailed,
             JoinError::AlreadyJoined => ErrorCode::AlreadyJoined,
             JoinError::Unavailable => ErrorCode::Internal,
+            JoinError::RoomBusy => ErrorCode::RateLimited,
         }
     }
 }
@@ -206,7 +216,7 @@ impl HasErrorCode for FrameError {
         match self {
             FrameError::BadFrame(_) => ErrorCode::BadFrame,
             FrameError::NotJoined => ErrorCode::NotJoined,
-            FrameError::RateLimited => ErrorCode::RateLimited,
+            FrameError::RateLimited | FrameError::RoomBusy => ErrorCode::RateLimited,
             FrameError::Internal => ErrorCode::Internal,
         }
     }

@@ -24,8 +24,10 @@ use crate::token::ResumeToken;
 /// A handle to a set of rooms: serve connections, inspect rooms, post, kick, shut down.
 ///
 /// Cloning is cheap and every clone is the same hub. Rooms are created on first join
-/// and freed once no member, present or away, is left. Room tasks are spawned on the
-/// current tokio runtime at first join, so `Hub::new` itself needs no runtime.
+/// and freed once no member, present or away, is left. Room tasks run on the runtime
+/// that was current when the hub was built (or the one given to
+/// [`HubBuilder::runtime`]); `Hub::new` itself needs no runtime, and a hub built
+/// outside one starts each room on the runtime of the connection that creates it.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -63,6 +65,7 @@ pub struct HubBuilder {
     origins: OriginPolicy,
     scheme: Option<Scheme>,
     hooks: Option<Arc<dyn Hooks>>,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl HubBuilder {
@@ -88,6 +91,30 @@ impl HubBuilder {
         self
     }
 
+    /// Runs the room tasks (and the `on_event` hooks) on this runtime. By default they
+    /// run on the runtime that is current when the hub is built, or, for a hub built
+    /// outside any runtime, on the runtime of the connection that creates each room.
+    ///
+    /// Connections run wherever the web framework runs them; rooms are independent of
+    /// them. With actix-web, whose workers are single-threaded runtimes, give the hub a
+    /// multi-threaded runtime of its own so that rooms run in parallel, apart from the
+    /// workers' connections, and outlive a worker's restart:
+    ///
+    /// ```no_run
+    /// let rooms = tokio::runtime::Builder::new_multi_thread()
+    ///     .thread_name("chatroom-rooms")
+    ///     .enable_all()
+    ///     .build()?;
+    /// let hub = chatroom_core::Hub::builder().runtime(rooms.handle().clone()).build();
+    /// // ... serve; keep `rooms` alive as long as the hub (end it with
+    /// // `rooms.shutdown_background()` inside async code).
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// Uses these hooks instead of [`AllowAll`].
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
         self.hooks = Some(Arc::new(hooks));
@@ -100,11 +127,15 @@ impl HubBuilder {
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(AllowAll));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let runtime = self
+            .runtime
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
         let backplane = Box::new(LocalBackplane::new(
             limits.clone(),
             hooks.clone(),
             cancel.clone(),
             tracker.clone(),
+            runtime,
         ));
         Hub {
             inner: Arc::new(Inner {
@@ -189,7 +220,6 @@ impl Hub {
         self.inner.limits.clone()
     }
 
-    #[cfg(test)]
     pub(crate) fn backplane(&self) -> &dyn Backplane {
         &*self.inner.backplane
     }

@@ -14,15 +14,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, RoomDetails, RoomGone,
-    RoomSummary,
+    Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, NotTaken, RoomDetails,
+    RoomGone, RoomSummary,
 };
 use crate::connection::CloseFrame;
 use crate::error::{JoinError, RenameError};
@@ -42,9 +44,21 @@ struct Shared {
     ids: AtomicU64,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Where room tasks (and their observers) run; `None`: the runtime of whoever
+    /// creates the room.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Shared {
+    /// Spawns a room's task (tracked for shutdown) on the hub's runtime.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let task = self.tracker.track_future(task);
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
     fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -89,6 +103,7 @@ impl LocalBackplane {
         hooks: Arc<dyn Hooks>,
         cancel: CancellationToken,
         tracker: TaskTracker,
+        runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
         LocalBackplane {
             shared: Arc::new(Shared {
@@ -98,6 +113,7 @@ impl LocalBackplane {
                 ids: AtomicU64::new(1),
                 cancel,
                 tracker,
+                runtime,
             }),
         }
     }
@@ -128,18 +144,42 @@ impl LocalBackplane {
                     generation,
                     members,
                     rx,
+                    observer: Observer::start(shared, room),
                 };
-                let task = shared.tracker.track_future(actor.run());
-                tokio::spawn(task);
+                let span = tracing::debug_span!("room", room = %room);
+                let (key, registry) = (room.key().clone(), shared.clone());
+                let run = async move {
+                    // A panic (a bug) ends the room: its members' queues are dropped, so
+                    // they close with 1011, and the room leaves the registry at once.
+                    if std::panic::AssertUnwindSafe(actor.run())
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!("a room task panicked; its members are closed with 1011");
+                        forget(&registry, &key, generation);
+                    }
+                };
+                shared.spawn(run.instrument(span));
                 Some((handle, generation))
             }
         }
     }
 
     fn forget(&self, room: &NameKey, generation: u64) {
-        let mut rooms = self.shared.registry();
-        if rooms.get(room).is_some_and(|e| e.generation == generation) {
-            rooms.remove(room);
+        forget(&self.shared, room, generation);
+    }
+}
+
+/// Removes the registry's entry for `room` if it is still this `generation`'s, and
+/// gives back the map's capacity once it is mostly empty.
+fn forget(shared: &Shared, room: &NameKey, generation: u64) {
+    let mut rooms = shared.registry();
+    if rooms.get(room).is_some_and(|e| e.generation == generation) {
+        rooms.remove(room);
+        let len = rooms.len();
+        if rooms.capacity() > 64 && len < rooms.capacity() / 4 {
+            rooms.shrink_to(len * 2);
         }
     }
 }
@@ -179,7 +219,7 @@ impl Backplane for LocalBackplane {
                     reference: reference.clone(),
                     reply,
                 };
-                entry = match handle.0.send(command).await {
+                entry = match handle.0.try_send(command) {
                     Ok(()) => match answer.await {
                         Ok(JoinReply::Accepted(m)) => return Ok(m),
                         Ok(JoinReply::Refused(err)) => return Err(err.into()),
@@ -187,7 +227,11 @@ impl Backplane for LocalBackplane {
                         Ok(JoinReply::Retry(e)) => e,
                         Err(_) => return Err(JoinError::Unavailable.into()),
                     },
-                    Err(mpsc::error::SendError(Command::Join { entry, .. })) => entry,
+                    // Saturated: refused at once rather than waiting in line.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        return Err(JoinError::RoomBusy.into());
+                    }
+                    Err(mpsc::error::TrySendError::Closed(Command::Join { entry, .. })) => entry,
                     Err(_) => return Err(JoinError::Unavailable.into()),
                 };
                 self.forget(room.key(), generation);
@@ -248,12 +292,45 @@ impl Backplane for LocalBackplane {
     }
 
     #[cfg(test)]
+    fn queue_posts(&self, room: NameKey, count: usize) -> usize {
+        let Some(handle) = self.shared.handle(&room) else {
+            return 0;
+        };
+        (0..count)
+            .filter(|i| {
+                let (reply, _) = oneshot::channel();
+                let post = Command::Post {
+                    from: "bot".into(),
+                    text: i.to_string().into(),
+                    reply,
+                };
+                handle.0.try_send(post).is_ok()
+            })
+            .count()
+    }
+
+    #[cfg(test)]
     fn inject_fault(&self, room: NameKey) -> BoxFuture<'_, ()> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
             if let Some(h) = handle {
                 let _ = h.0.send(Command::Fault).await;
             }
+        })
+    }
+
+    fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<oneshot::Sender<()>>> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            let (paused, is_paused) = oneshot::channel();
+            let (resume, resumed) = oneshot::channel();
+            let command = Command::Pause {
+                paused,
+                resume: resumed,
+            };
+            handle?.0.send(command).await.ok()?;
+            is_paused.await.ok()?;
+            Some(resume)
         })
     }
 
@@ -275,6 +352,16 @@ impl Backplane for LocalBackplane {
     }
 }
 
+impl RoomHandle {
+    /// Queues `command` without waiting for room in the queue.
+    fn offer(&self, command: Command) -> Result<(), NotTaken> {
+        self.0.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NotTaken::Busy,
+            mpsc::error::TrySendError::Closed(_) => NotTaken::Gone,
+        })
+    }
+}
+
 impl MemberChannel for RoomHandle {
     fn send(
         &self,
@@ -282,17 +369,12 @@ impl MemberChannel for RoomHandle {
         link: u64,
         text: Arc<str>,
         reference: Option<Ref>,
-    ) -> BoxFuture<'_, Result<(), RoomGone>> {
-        Box::pin(async move {
-            self.0
-                .send(Command::Send {
-                    member,
-                    link,
-                    text,
-                    reference,
-                })
-                .await
-                .map_err(|_| RoomGone)
+    ) -> Result<(), NotTaken> {
+        self.offer(Command::Send {
+            member,
+            link,
+            text,
+            reference,
         })
     }
 
@@ -302,36 +384,39 @@ impl MemberChannel for RoomHandle {
         link: u64,
         name: Result<DisplayName, RenameError>,
         reference: Option<Ref>,
-    ) -> BoxFuture<'_, Result<(), RoomGone>> {
-        Box::pin(async move {
-            self.0
-                .send(Command::Rename {
-                    member,
-                    link,
-                    name,
-                    reference,
-                })
-                .await
-                .map_err(|_| RoomGone)
+    ) -> Result<(), NotTaken> {
+        self.offer(Command::Rename {
+            member,
+            link,
+            name,
+            reference,
         })
     }
 
-    fn leave(&self, member: MemberId, link: u64) -> BoxFuture<'_, Result<bool, RoomGone>> {
-        Box::pin(async move {
-            self.call(|reply| Command::Leave {
-                member,
-                link,
-                reply,
-            })
-            .await
-            .ok_or(RoomGone)
-        })
+    fn leave(
+        &self,
+        member: MemberId,
+        link: u64,
+    ) -> Result<BoxFuture<'static, Result<bool, RoomGone>>, NotTaken> {
+        let (reply, answer) = oneshot::channel();
+        self.offer(Command::Leave {
+            member,
+            link,
+            reply,
+        })?;
+        Ok(Box::pin(async move { answer.await.map_err(|_| RoomGone) }))
     }
 
     fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            // If the room is gone, so is the membership: nothing to do.
-            let _ = self.0.send(Command::Disconnect { member, link }).await;
+            // If the room is gone, so is the membership: nothing to do. A full queue
+            // does not hold up the connection's close: the command waits on a task.
+            if let Err(NotTaken::Busy) = self.offer(Command::Disconnect { member, link }) {
+                let queue = self.0.clone();
+                tokio::spawn(async move {
+                    let _ = queue.send(Command::Disconnect { member, link }).await;
+                });
+            }
         })
     }
 }
@@ -386,6 +471,12 @@ enum Command {
         reason: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Holds the room task (commands and timers) until `resume` resolves or is
+    /// dropped; `paused` says it is held. For tests of races (`testing::pause_room`).
+    Pause {
+        paused: oneshot::Sender<()>,
+        resume: oneshot::Receiver<()>,
+    },
     /// Panics inside the room task, as a bug would.
     #[cfg(test)]
     Fault,
@@ -408,6 +499,50 @@ struct RoomActor {
     generation: u64,
     members: Arc<AtomicUsize>,
     rx: mpsc::Receiver<Command>,
+    /// The room's events for the host's `on_event`, which runs on a task of its own.
+    observer: Observer,
+}
+
+/// Hands a room's events, in order, to a task that runs the host's `on_event` hook for
+/// each: the room never waits for the hook, so a hook may call any `Hub` method, on
+/// any room, its own included. The queue is unbounded (a bounded one would make the
+/// room wait for a hook that waits for the room); a hook slower than its room's events
+/// builds a backlog, which is logged at warn level each time it passes another 1024.
+struct Observer {
+    events: mpsc::UnboundedSender<crate::protocol::Event>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl Observer {
+    /// Starts the observing task for `room`; it ends once the room's `Observer` is
+    /// dropped and every event before it was observed.
+    fn start(shared: &Shared, room: &RoomName) -> Observer {
+        let (events, mut queue) = mpsc::unbounded_channel::<crate::protocol::Event>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (hooks, name, left) = (shared.hooks.clone(), room.clone(), backlog.clone());
+        let observe = async move {
+            while let Some(event) = queue.recv().await {
+                crate::hooks::guarded("on_event", || hooks.on_event(&name, &event)).await;
+                left.fetch_sub(1, Ordering::Relaxed);
+            }
+        };
+        let span = tracing::debug_span!("on_event", room = %room);
+        shared.spawn(observe.instrument(span));
+        Observer { events, backlog }
+    }
+
+    fn observe(&self, event: &crate::protocol::Event) {
+        // Counted before it is sent: the observer may take it at once.
+        let backlog = self.backlog.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.events.send(event.clone()).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        } else if backlog % 1024 == 0 {
+            tracing::warn!(
+                backlog,
+                "the on_event hook is falling behind its room's events"
+            );
+        }
+    }
 }
 
 fn now() -> Now {
@@ -422,30 +557,45 @@ fn now() -> Now {
 
 impl RoomActor {
     async fn run(mut self) {
-        let span = tracing::debug_span!("room", room = %self.room.name());
-        let _enter = span.enter();
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let cancel = self.shared.cancel.clone();
         loop {
             let deadline = self.room.next_deadline().map(Instant::from_std);
-            match (&mut timer, deadline) {
-                (Some(t), Some(d)) if t.deadline() != d => t.as_mut().reset(d),
-                (None, Some(d)) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
-                (_, None) => timer = None,
-                _ => {}
-            }
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
-                    None => break,
-                },
-                () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
-                    timer = None;
-                    for left in self.room.expire_due(now()) {
-                        self.deliver(&left, None).await;
+            // Due expiries run before new commands: under a steady backlog of commands
+            // away members would otherwise never expire (the timer below is not polled
+            // while a command is ready, nor fired until the time driver runs), and
+            // their names would stay held. So the clock is read here, and again when a
+            // command wakes the room.
+            let due = || deadline.is_some_and(|d| d <= Instant::now());
+            if due() {
+                self.expire_due();
+            } else {
+                match (&mut timer, deadline) {
+                    (Some(t), Some(d)) if t.deadline() != d => t.as_mut().reset(d),
+                    (None, Some(d)) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+                    (_, None) => timer = None,
+                    _ => {}
+                }
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
+                        timer = None;
+                        self.expire_due();
                     }
+                    cmd = self.rx.recv() => match cmd {
+                        Some(Command::Pause { paused, resume }) => {
+                            let _ = paused.send(());
+                            let _ = resume.await;
+                        }
+                        Some(cmd) => {
+                            if due() {
+                                self.expire_due();
+                            }
+                            self.handle(cmd);
+                        }
+                        None => break,
+                    },
                 }
             }
             self.members
@@ -462,18 +612,17 @@ impl RoomActor {
         }
     }
 
+    /// Frees every away member whose grace ran out, announcing each `left`.
+    fn expire_due(&mut self) {
+        for left in self.room.expire_due(now()) {
+            self.deliver(&left, None);
+        }
+    }
+
     /// Removes the room from the registry and answers what is still queued.
     fn free(&mut self) {
-        {
-            let mut rooms = self.shared.registry();
-            if rooms
-                .get(self.room.name().key())
-                .is_some_and(|e| e.generation == self.generation)
-            {
-                rooms.remove(self.room.name().key());
-            }
-            self.rx.close();
-        }
+        forget(&self.shared, self.room.name().key(), self.generation);
+        self.rx.close();
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Command::Join { entry, reply, .. } => {
@@ -497,21 +646,24 @@ impl RoomActor {
                 Command::Leave { reply, .. } => {
                     let _ = reply.send(true);
                 }
-                Command::Send { .. } | Command::Rename { .. } | Command::Disconnect { .. } => {}
+                Command::Send { .. }
+                | Command::Rename { .. }
+                | Command::Disconnect { .. }
+                | Command::Pause { .. } => {}
                 #[cfg(test)]
                 Command::Fault => {}
             }
         }
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Join {
                 entry,
                 reference,
                 reply,
             } => {
-                let answer = self.join(entry, reference).await;
+                let answer = self.join(entry, reference);
                 if let Err(JoinReply::Accepted(m)) = reply.send(answer) {
                     // The connection gave up waiting: treat it as a lost connection.
                     self.disconnect(m.member, m.link);
@@ -535,7 +687,7 @@ impl RoomActor {
                 ..
             } => {
                 let outcome = self.room.send(member, text, now());
-                self.answer(member, outcome, reference).await;
+                self.answer(member, outcome, reference);
             }
             Command::Rename {
                 member,
@@ -544,12 +696,12 @@ impl RoomActor {
                 ..
             } => {
                 let outcome = name.and_then(|n| self.room.rename(member, n, now()));
-                self.answer(member, outcome, reference).await;
+                self.answer(member, outcome, reference);
             }
             Command::Leave { member, reply, .. } => {
                 self.unlink(member, None);
                 if let Ok(left) = self.room.leave(member, now()) {
-                    self.deliver(&left, None).await;
+                    self.deliver(&left, None);
                 }
                 let _ = reply.send(true);
             }
@@ -575,10 +727,12 @@ impl RoomActor {
             Command::Post { from, text, reply } => {
                 let event = self.room.post(from, text, now());
                 let _ = reply.send(Some(event.event.id()));
-                self.deliver(&event, None).await;
+                self.deliver(&event, None);
             }
             #[cfg(test)]
             Command::Fault => panic!("injected room fault"),
+            // Taken by the run loop.
+            Command::Pause { .. } => {}
             Command::Kick {
                 name,
                 reason,
@@ -590,14 +744,14 @@ impl RoomActor {
                 };
                 self.unlink(member, Some(CloseFrame::removed(&reason)));
                 if let Ok(left) = self.room.leave(member, now()) {
-                    self.deliver(&left, None).await;
+                    self.deliver(&left, None);
                 }
                 let _ = reply.send(true);
             }
         }
     }
 
-    async fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
+    fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
         let at = now();
         let (member, token, since) = match entry {
             Entry::Fresh { name, token } => {
@@ -605,7 +759,7 @@ impl RoomActor {
                 match self.room.join(member, name, token, at) {
                     Ok(joined) => {
                         // Everybody else gets `joined`; the newcomer finds it in its history.
-                        self.deliver(&joined, None).await;
+                        self.deliver(&joined, None);
                         (member, token, None)
                     }
                     Err(e) => return JoinReply::Refused(e),
@@ -658,7 +812,7 @@ impl RoomActor {
 
     /// Delivers a successful operation's event to all, then acks it to `member`, or
     /// answers the error to `member` alone.
-    async fn answer<E: crate::error::HasErrorCode>(
+    fn answer<E: crate::error::HasErrorCode>(
         &mut self,
         member: MemberId,
         outcome: Result<Recorded, E>,
@@ -667,7 +821,7 @@ impl RoomActor {
         match outcome {
             Ok(event) => {
                 let id = event.event.id();
-                self.deliver(&event, None).await;
+                self.deliver(&event, None);
                 if let Some(r) = reference {
                     self.push(member, ack_frame(r, id));
                 }
@@ -677,7 +831,7 @@ impl RoomActor {
     }
 
     /// Queues `frame` for every present member (but `except`), without waiting for any.
-    async fn deliver(&mut self, event: &Recorded, except: Option<MemberId>) {
+    fn deliver(&mut self, event: &Recorded, except: Option<MemberId>) {
         let mut dropped: Vec<(MemberId, bool)> = Vec::new();
         for link in &self.links {
             if Some(link.member) == except {
@@ -692,9 +846,7 @@ impl RoomActor {
         for (member, slow) in dropped {
             self.drop_member(member, slow);
         }
-        let hooks = &self.shared.hooks;
-        let name = self.room.name();
-        crate::hooks::guarded("on_event", || hooks.on_event(name, &event.event)).await;
+        self.observer.observe(&event.event);
     }
 
     /// Queues a frame for one member.
@@ -737,6 +889,7 @@ impl RoomActor {
     fn unlink(&mut self, member: MemberId, close: Option<CloseFrame>) {
         if let Some(pos) = self.links.iter().position(|l| l.member == member) {
             let link = self.links.swap_remove(pos);
+            crate::room::shrink_after_peak(&mut self.links);
             link.frames.end(close);
         }
     }
@@ -744,13 +897,9 @@ impl RoomActor {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use futures_util::future::BoxFuture;
-
     use crate::protocol::Event;
     use crate::testing::{Closed, TestClient};
-    use crate::{Hooks, Hub, RoomName, close_code};
+    use crate::{Hub, RoomName, close_code};
 
     #[tokio::test]
     async fn members_of_a_failed_room_are_closed_with_1011_and_the_room_can_start_again() {
@@ -763,43 +912,73 @@ mod tests {
             Err(Closed::Close(f)) => assert_eq!(f.code, close_code::INTERNAL),
             other => panic!("expected 1011, got {other:?}"),
         }
-        // The dead room is replaced on the next join.
+        // The dead room is gone from the list at once, and replaced on the next join.
+        assert_eq!(hub.rooms().await, []);
+        assert_eq!(hub.room("r").await, None);
         let mut b = TestClient::connect(&hub);
         let w = b.join("r", "B").await.expect("a fresh room");
         assert_eq!(w.members, ["B"]);
     }
 
-    /// Holds the room task inside `on_event` for a `left` until the gate opens.
-    struct Gate(Arc<tokio::sync::Semaphore>);
-
-    impl Hooks for Gate {
-        fn on_event<'a>(&'a self, _: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-            Box::pin(async move {
-                if matches!(event, Event::Left(_)) {
-                    let _ = self.0.acquire().await.map(|p| p.forget());
-                }
-            })
-        }
-    }
-
     #[tokio::test]
     async fn a_join_queued_behind_the_last_leave_gets_a_new_room() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let hub = Hub::builder().hooks(Gate(gate.clone())).build();
+        let hub = Hub::new();
         let mut a = TestClient::connect(&hub);
         a.join("r", "A").await.expect("joins");
+        let pause = crate::testing::pause_room(&hub, "r")
+            .await
+            .expect("the room exists");
         a.send_json(&serde_json::json!({"type": "leave"})).await;
-        // The room task is now held in the hook for A's `left`; queue B's join behind it.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        // The room is held with A's leave queued; queue B's join behind it.
         let mut b = TestClient::connect(&hub);
         b.send_json(&serde_json::json!({"type": "join", "room": "R", "name": "B"}))
             .await;
         for _ in 0..50 {
             tokio::task::yield_now().await;
         }
-        gate.add_permits(1);
+        pause.resume();
         let w = b.welcome().await.expect("B's join lands in a new room");
         assert_eq!((w.room.as_str(), w.last_id), ("R", 1));
         assert_eq!(w.members, ["B"]);
+    }
+
+    /// A backlog of commands is queued when an away member's grace runs out: its
+    /// `left` comes before the backlog's events, not after all of them.
+    #[tokio::test(start_paused = true)]
+    async fn due_expiries_run_before_a_backlog_of_commands() {
+        use crate::Limits;
+        use std::time::Duration;
+        let hub = Hub::builder()
+            .limits(Limits {
+                resume_grace: Duration::from_secs(1),
+                ping_interval: None,
+                ..Limits::default()
+            })
+            .build();
+        let mut a = TestClient::connect(&hub);
+        a.join("r", "A").await.expect("joins");
+        let mut b = TestClient::connect(&hub);
+        b.join("r", "B").await.expect("joins");
+        assert!(matches!(a.event().await, Ok(Event::Joined(_))));
+        b.drop_connection();
+        // B is away once A's message, sent after B's drop, has come back.
+        a.send_json(&serde_json::json!({"type": "send", "text": "sync"}))
+            .await;
+        assert!(matches!(a.event().await, Ok(Event::Message(_))));
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let key = RoomName::parse("r").expect("valid").key().clone();
+        // 100 posts queued without letting the room run, then B's grace runs out.
+        assert_eq!(hub.backplane().queue_posts(key, 100), 100);
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        match a.event().await {
+            Ok(Event::Left(left)) => assert_eq!(&*left.name, "B"),
+            other => panic!("expected B's left first, got {other:?}"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,14 @@ pub struct Resumed {
 #[error("no such member in this room")]
 pub struct NotMember;
 
+/// Gives back most of a vector's capacity once it holds less than a quarter of it: a
+/// room that once had thousands of members does not keep their slots when a few stay.
+pub(crate) fn shrink_after_peak<T>(v: &mut Vec<T>) {
+    if v.capacity() > 16 && v.len() < v.capacity() / 4 {
+        v.shrink_to(v.len() * 2);
+    }
+}
+
 /// Checks a message text against the rules: not empty after trimming, at most `max`
 /// characters (counted after NFC, before trimming).
 pub fn check_message(text: &str, max: usize) -> Result<(), SendError> {
@@ -345,6 +353,7 @@ impl Room {
             .position(|m| m.id == id)
             .ok_or(NotMember)?;
         let gone = self.members.remove(pos);
+        shrink_after_peak(&mut self.members);
         if gone.presence != Presence::Present {
             self.away -= 1;
         }
@@ -446,6 +455,26 @@ mod tests {
             ["Bob", "Alice"]
         );
         assert_eq!(&*snap.room, "General");
+    }
+
+    #[test]
+    fn the_member_list_gives_back_its_peak_capacity() {
+        let (mut r, now) = room(&Limits::default());
+        for i in 0..1000u64 {
+            r.join(i, name(&format!("m{i}")), token((i % 250) as u8), now)
+                .expect("joins");
+        }
+        let peak = r.members.capacity();
+        assert!(peak >= 1000);
+        for i in 2..1000u64 {
+            r.leave(i, now).expect("a member");
+        }
+        assert!(
+            r.members.capacity() <= 16,
+            "{} of {peak} kept",
+            r.members.capacity()
+        );
+        assert_eq!(r.members().len(), 2);
     }
 
     #[test]

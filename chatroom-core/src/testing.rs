@@ -142,3 +142,30 @@ impl TestClient {
         self.to_server = None;
     }
 }
+
+/// A room's task held still by [`pause_room`]; dropping it (or [`resume`](Self::resume))
+/// lets the room go on.
+#[derive(Debug)]
+pub struct RoomPause {
+    resume: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RoomPause {
+    /// Lets the room go on: it handles, in order, what was queued meanwhile.
+    pub fn resume(mut self) {
+        if let Some(resume) = self.resume.take() {
+            let _ = resume.send(());
+        }
+    }
+}
+
+/// Holds `room`'s task (its commands and its timers) until the returned guard is
+/// dropped, so that a test can queue commands from several connections behind it and
+/// see them handled in a known order. `None` if the room does not exist.
+pub async fn pause_room(hub: &Hub, room: &str) -> Option<RoomPause> {
+    let room = crate::name::RoomName::parse_max(room, hub.limits().max_room_chars).ok()?;
+    let resume = hub.backplane().pause(room.key().clone()).await?;
+    Some(RoomPause {
+        resume: Some(resume),
+    })
+}

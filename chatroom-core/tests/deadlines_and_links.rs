@@ -8,10 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatroom_core::protocol::{Event, ServerFrame};
-use chatroom_core::testing::TestClient;
-use chatroom_core::{
-    ConnectionContext, Hooks, Hub, JoinAttempt, Limits, RoomName, Verdict, close_code,
-};
+use chatroom_core::testing::{TestClient, pause_room};
+use chatroom_core::{ConnectionContext, Hooks, Hub, JoinAttempt, Limits, Verdict, close_code};
 use common::*;
 use futures_util::future::BoxFuture;
 use serde_json::json;
@@ -103,30 +101,16 @@ async fn a_write_that_cannot_complete_ends_the_connection_within_the_keepalive_b
     drop(stuck);
 }
 
-/// Holds the room task inside `on_event` for a message "hold" until the gate opens,
-/// and holds a resume's policy check until its own gate opens.
-struct Gates {
-    room: Arc<Semaphore>,
-    room_entered: Arc<Semaphore>,
-    resume: Arc<Semaphore>,
-}
+/// Holds a resume's policy check until its gate opens.
+struct ResumeGate(Arc<Semaphore>);
 
-impl Hooks for Gates {
+impl Hooks for ResumeGate {
     fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             if attempt.resuming {
-                let _ = self.resume.acquire().await.map(|p| p.forget());
+                let _ = self.0.acquire().await.map(|p| p.forget());
             }
             Verdict::Allow
-        })
-    }
-
-    fn on_event<'a>(&'a self, _: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if matches!(event, Event::Message(m) if &*m.text == "hold") {
-                self.room_entered.add_permits(1);
-                let _ = self.room.acquire().await.map(|p| p.forget());
-            }
         })
     }
 }
@@ -142,17 +126,10 @@ async fn settle() {
 /// not closed.
 #[tokio::test]
 async fn commands_of_a_taken_over_connection_do_not_act_on_the_new_one() {
-    let gates = Gates {
-        room: Arc::new(Semaphore::new(0)),
-        room_entered: Arc::new(Semaphore::new(0)),
-        resume: Arc::new(Semaphore::new(0)),
-    };
-    let (room_gate, entered, resume_gate) = (
-        gates.room.clone(),
-        gates.room_entered.clone(),
-        gates.resume.clone(),
-    );
-    let hub = Hub::builder().hooks(gates).build();
+    let resume_gate = Arc::new(Semaphore::new(0));
+    let hub = Hub::builder()
+        .hooks(ResumeGate(resume_gate.clone()))
+        .build();
     let (mut a, wa) = joined(&hub, "r", "A").await;
     let (mut c, _) = joined(&hub, "r", "C").await;
     expect_event(&mut a).await; // C joined
@@ -165,22 +142,19 @@ async fn commands_of_a_taken_over_connection_do_not_act_on_the_new_one() {
     .await;
     settle().await;
     // The room is held; B's join, then A's send and leave queue up behind, in order.
-    send(&c, json!({"type": "send", "text": "hold"})).await;
-    entered.acquire().await.expect("open").forget();
+    let pause = pause_room(&hub, "r").await.expect("the room exists");
     resume_gate.add_permits(1);
     settle().await;
     send(&a, json!({"type": "send", "text": "from A", "ref": 1})).await;
     send(&a, json!({"type": "leave", "ref": 2})).await;
     settle().await;
-    room_gate.add_permits(1);
+    pause.resume();
     let w = b.welcome().await.expect("B resumed");
     assert_eq!(w.name, "A");
-    // A: the held message, then its 4001, nothing else.
-    assert!(matches!(expect_event(&mut a).await, Event::Message(m) if &*m.text == "hold"));
+    // A: its 4001, nothing else.
     let close = expect_close(&mut a).await;
     assert_eq!(close.code, close_code::RESUMED_ELSEWHERE);
     // B: no ack and no message of A's; the next thing it hears is C.
-    expect_event(&mut c).await; // hold
     send(&c, json!({"type": "send", "text": "after"})).await;
     match b.recv().await {
         Ok(ServerFrame::Event(Event::Message(m))) => {
@@ -188,6 +162,7 @@ async fn commands_of_a_taken_over_connection_do_not_act_on_the_new_one() {
         }
         other => panic!("expected C's message, got {other:?}"),
     }
+    expect_event(&mut c).await; // after
     // B still holds the membership and can talk.
     send(&b, json!({"type": "send", "text": "still here", "ref": 3})).await;
     assert!(matches!(expect_event(&mut b).await, Event::Message(m) if &*m.from == "A"));
@@ -326,4 +301,61 @@ async fn a_rename_while_the_policy_judges_a_resume_asks_the_policy_again() {
         expect_close(&mut a).await.code,
         close_code::RESUMED_ELSEWHERE
     );
+}
+
+/// A room whose command queue is full answers at once: its members' commands and new
+/// joins get `rate_limited` (the room is busy) instead of waiting in line, and a
+/// member keeps receiving meanwhile.
+#[tokio::test]
+async fn a_saturated_room_answers_busy_at_once_and_never_stalls_a_sender() {
+    let hub = hub_with(Limits {
+        room_queue: 4,
+        rate_burst: 1000,
+        rate_per_sec: 1000,
+        ..Limits::default()
+    });
+    let (mut t, _) = joined(&hub, "r", "T").await;
+    let (f, _) = joined(&hub, "r", "F").await;
+    expect_event(&mut t).await; // F joined
+    let pause = pause_room(&hub, "r").await.expect("the room exists");
+    for i in 0..4 {
+        send(&f, json!({"type": "send", "text": format!("f{i}")})).await;
+    }
+    settle().await;
+    // The queue is full and the room held: T is answered now, not when it drains.
+    send(&t, json!({"type": "send", "text": "hello", "ref": "t1"})).await;
+    let busy = tokio::time::timeout(Duration::from_secs(2), expect_error(&mut t, "rate_limited"))
+        .await
+        .expect("answered while the room is held");
+    assert_eq!(busy, Some(json!("t1")));
+    send(&t, json!({"type": "rename", "name": "T2", "ref": "t2"})).await;
+    assert_eq!(
+        expect_error(&mut t, "rate_limited").await,
+        Some(json!("t2"))
+    );
+    let mut c = TestClient::connect(&hub);
+    send(
+        &c,
+        json!({"type": "join", "room": "r", "name": "C", "ref": "c1"}),
+    )
+    .await;
+    assert_eq!(
+        expect_error(&mut c, "rate_limited").await,
+        Some(json!("c1"))
+    );
+    pause.resume();
+    for i in 0..4 {
+        let e = expect_event(&mut t).await;
+        assert!(
+            matches!(&e, Event::Message(m) if *m.text == *format!("f{i}")),
+            "{e:?}"
+        );
+    }
+    // Nothing was lost or half done: T talks on, and C gets in on its next try.
+    send(&t, json!({"type": "send", "text": "again", "ref": "t3"})).await;
+    assert!(matches!(expect_event(&mut t).await, Event::Message(m) if &*m.text == "again"));
+    assert_eq!(expect_ack(&mut t).await.0, json!("t3"));
+    c.join("r", "C")
+        .await
+        .expect("joins once the room has room");
 }

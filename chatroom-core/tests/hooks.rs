@@ -99,7 +99,13 @@ async fn policy_hooks_refuse_with_forbidden_and_the_filter_can_rewrite() {
     expect_event(&mut a).await;
     send(&a, json!({"type": "leave"})).await;
     expect_quiet(&mut a).await;
-    // The observer saw every event, in order, once.
+    // The observer saw every event, in order, once (on its own task, soon after).
+    for _ in 0..1000 {
+        if policy.seen.lock().expect("lock").len() >= 4 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     let seen = policy.seen.lock().expect("lock").clone();
     let kinds: Vec<(String, &str, u64)> = seen
         .iter()

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatroom_core::{Hub, Limits, OriginPolicy, RoomName, Scheme};
+use chatroom_core::{Hub, HubBuilder, Limits, OriginPolicy, RoomName, Scheme};
 
 /// The `Content-Security-Policy` of every page: nothing but this server, no inline script.
 pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self'; \
@@ -146,12 +146,17 @@ impl SiteConfig {
 
     /// A hub with this configuration.
     pub fn hub(&self) -> Hub {
+        self.hub_builder().build()
+    }
+
+    /// A hub builder with this configuration, for more settings (the rooms' runtime).
+    pub fn hub_builder(&self) -> HubBuilder {
         let builder = Hub::builder()
             .limits(self.limits.clone())
             .origins(self.origins.clone());
         match self.scheme {
-            Some(scheme) => builder.scheme(scheme).build(),
-            None => builder.build(),
+            Some(scheme) => builder.scheme(scheme),
+            None => builder,
         }
     }
 

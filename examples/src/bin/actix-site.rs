@@ -25,7 +25,21 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(config.addr);
-    let hub = config.hub();
+    // actix's workers are single-threaded runtimes: the rooms get a multi-threaded one
+    // of their own, so that they run in parallel, apart from the connections, and
+    // outlive a worker's restart.
+    let rooms = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("chatroom-rooms")
+        .enable_all()
+        .build()
+    {
+        Ok(rooms) => rooms,
+        Err(e) => {
+            eprintln!("actix-site: cannot start the rooms' runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hub = config.hub_builder().runtime(rooms.handle().clone()).build();
     let limits = config.limits.clone();
     let chat = hub.clone();
     let server = HttpServer::new(move || {
@@ -64,7 +78,11 @@ async fn main() -> ExitCode {
         hub.shutdown().await;
         handle.stop(true).await;
     });
-    match server.await {
+    let served = server.await;
+    // Every room has ended by now (the hub was shut down); a runtime may not be
+    // dropped inside async code, so it is let go in the background.
+    rooms.shutdown_background();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("actix-site: {e}");
