@@ -32,7 +32,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /ws` | the WebSocket of docs/protocol.md |
-//! | `GET /rooms` | `[{"room": "General", "members": 2}]` |
+//! | `GET /rooms?limit=&cursor=` | `[{"room": "General", "members": 2}]`, largest first, 100 a page (`Link: <...>; rel="next"` when more) |
 //! | `GET /rooms/{room}` | `{"room": "General", "members": ["Alice", "Bob"]}` or 404 |
 //! | `GET /rooms/{room}/names/{name}` | `{"available": bool, "reason": "name_taken" \| "invalid_name" \| null}` |
 //!
@@ -344,7 +344,8 @@ async fn rooms(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {
     if let Err(refused) = api::check_method(req.method().as_str()) {
         return respond(refused);
     }
-    respond(api::rooms(&hub).await)
+    let query = Some(req.query_string()).filter(|q| !q.is_empty());
+    respond(api::rooms_page(&hub, query).await)
 }
 
 async fn room(req: HttpRequest, hub: web::Data<Hub>) -> HttpResponse {

@@ -27,7 +27,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /ws` | the WebSocket of docs/protocol.md |
-//! | `GET /rooms` | `[{"room": "General", "members": 2}]` |
+//! | `GET /rooms?limit=&cursor=` | `[{"room": "General", "members": 2}]`, largest first, 100 a page (`Link: <...>; rel="next"` when more) |
 //! | `GET /rooms/{room}` | `{"room": "General", "members": ["Alice", "Bob"]}` or 404 |
 //! | `GET /rooms/{room}/names/{name}` | `{"available": bool, "reason": "name_taken" \| "invalid_name" \| null}` |
 //!
@@ -241,11 +241,11 @@ fn to_message(frame: Outgoing) -> Result<Message, axum::Error> {
 
 // The handlers read the path as received: the core decodes it (axum's `Path` would
 // answer a segment that is not UTF-8 with a text/plain 400 of its own).
-async fn rooms(State(hub): State<Hub>, method: Method) -> Response {
+async fn rooms(State(hub): State<Hub>, method: Method, uri: Uri) -> Response {
     if let Err(refused) = api::check_method(method.as_str()) {
         return respond(refused);
     }
-    respond(api::rooms(&hub).await)
+    respond(api::rooms_page(&hub, uri.query()).await)
 }
 
 async fn room(State(hub): State<Hub>, method: Method, uri: Uri) -> Response {
@@ -273,7 +273,7 @@ fn respond(answer: ApiResponse) -> Response {
     for (name, value) in answer.headers {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            HeaderValue::from_str(&value),
         ) {
             response.headers_mut().insert(name, value);
         }

@@ -13,6 +13,7 @@
 
 use serde::Serialize;
 
+use crate::backplane::RoomCursor;
 use crate::error::ErrorCode;
 use crate::hub::{Hub, NameCheck};
 use crate::origin::Scheme;
@@ -22,8 +23,9 @@ use crate::origin::Scheme;
 pub struct ApiResponse {
     /// The HTTP status code.
     pub status: u16,
-    /// Headers besides `Content-Type: application/json` (e.g. `Allow` on a 405).
-    pub headers: Vec<(&'static str, &'static str)>,
+    /// Headers besides `Content-Type: application/json` (e.g. `Allow` on a 405, `Link`
+    /// to the next page of `GET /rooms`); names in lower case.
+    pub headers: Vec<(&'static str, String)>,
     /// The JSON body.
     pub body: String,
 }
@@ -54,8 +56,8 @@ impl ApiResponse {
         )
     }
 
-    fn with_header(mut self, name: &'static str, value: &'static str) -> ApiResponse {
-        self.headers.push((name, value));
+    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiResponse {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -270,9 +272,68 @@ fn segment_from_end(path: &str, n: usize) -> Result<String, ApiResponse> {
         .ok_or_else(ApiResponse::bad_path)
 }
 
-/// `GET /rooms`: every room with members, largest first.
+/// How many rooms `GET /rooms` answers when the request does not say.
+pub const ROOMS_PAGE: usize = 100;
+/// The most rooms one `GET /rooms` answers, whatever `limit` asks.
+pub const ROOMS_PAGE_MAX: usize = 1000;
+
+/// `GET /rooms`: the first [`ROOMS_PAGE`] rooms with members, largest first.
 pub async fn rooms(hub: &Hub) -> ApiResponse {
-    ApiResponse::json(200, &hub.rooms().await)
+    rooms_page(hub, None).await
+}
+
+/// `GET /rooms?limit=N&cursor=C`: a page of the rooms with members, largest first
+/// (then by name), as a JSON array. `limit` is 1 to [`ROOMS_PAGE_MAX`] (default
+/// [`ROOMS_PAGE`]); `cursor` is where the previous page ended. When more rooms follow,
+/// the answer has a `Link: <?limit=N&cursor=C>; rel="next"` header (RFC 8288). A
+/// `query` that cannot be read is a 400 `bad_query`. `query` is the request's query
+/// string as received (percent-encoded), without the `?`.
+pub async fn rooms_page(hub: &Hub, query: Option<&str>) -> ApiResponse {
+    let bad = |message: &str| ApiResponse::error(400, "bad_query", message);
+    let mut limit = ROOMS_PAGE;
+    let mut after = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(value) = decode_segment(&value.replace('+', " ")) else {
+            return bad("the query is not valid percent-encoded UTF-8");
+        };
+        match key {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=ROOMS_PAGE_MAX).contains(&n) => limit = n,
+                _ => return bad("limit must be a number from 1 to 1000"),
+            },
+            "cursor" => match value.parse::<RoomCursor>() {
+                Ok(cursor) => after = Some(cursor),
+                Err(_) => return bad("cursor must be one that a previous page gave"),
+            },
+            _ => {}
+        }
+    }
+    let page = hub.rooms_page(after, limit).await;
+    let answer = ApiResponse::json(200, &page.rooms);
+    match page.next {
+        Some(next) => {
+            let cursor = encode_query_value(&next.to_string());
+            answer.with_header(
+                "link",
+                format!("<?limit={limit}&cursor={cursor}>; rel=\"next\""),
+            )
+        }
+        None => answer,
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// [`room`] for a request's path as received (percent-encoded): the room is its last

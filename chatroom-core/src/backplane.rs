@@ -125,6 +125,49 @@ pub struct RoomSummary {
     pub members: usize,
 }
 
+/// Where a page of [`Hub::rooms_page`](crate::Hub::rooms_page) ends: the next page
+/// starts after this room. Its text form, `<members>:<room>`, is the `cursor` of
+/// `GET /rooms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCursor {
+    /// The member count the room was listed with.
+    pub members: usize,
+    /// The room's display name.
+    pub room: String,
+}
+
+impl std::fmt::Display for RoomCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.members, self.room)
+    }
+}
+
+impl std::str::FromStr for RoomCursor {
+    type Err = BadCursor;
+
+    fn from_str(s: &str) -> Result<Self, BadCursor> {
+        let (members, room) = s.split_once(':').ok_or(BadCursor)?;
+        Ok(RoomCursor {
+            members: members.parse().map_err(|_| BadCursor)?,
+            room: room.to_owned(),
+        })
+    }
+}
+
+/// A cursor that is not `<members>:<room>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a room cursor is <members>:<room>")]
+pub struct BadCursor;
+
+/// One page of the rooms with members, most members first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsPage {
+    /// The rooms of this page.
+    pub rooms: Vec<RoomSummary>,
+    /// Where the next page starts, if there are more rooms.
+    pub next: Option<RoomCursor>,
+}
+
 /// A room and its members' display names in join order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomDetails {
@@ -140,7 +183,9 @@ pub(crate) trait Backplane: Send + Sync {
     /// The current name of the member holding resume `token` in `room`, if any.
     fn token_holder(&self, room: NameKey, token: ResumeToken)
     -> BoxFuture<'_, Option<DisplayName>>;
-    fn rooms(&self) -> BoxFuture<'_, Vec<RoomSummary>>;
+    /// The rooms after `after` in the directory's order (most members first, then by
+    /// display name), at most `limit`, and where the next page starts.
+    fn rooms(&self, after: Option<RoomCursor>, limit: usize) -> BoxFuture<'_, RoomsPage>;
     fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>>;
     /// The display name of the member whose name collides with `name`, if any.
     fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>>;

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, Membership, RoomDetails, RoomSummary,
+    Backplane, Entry, JoinFailure, JoinRequest, Membership, RoomCursor, RoomDetails, RoomSummary,
+    RoomsPage,
 };
 use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
@@ -371,13 +372,23 @@ impl Hub {
         Err(JoinError::Unavailable)
     }
 
-    /// Rooms that have members, with their member counts (present or away), largest first.
+    /// Rooms that have members, with their member counts (present or away), largest
+    /// first (then by name). All of them: for a bounded answer use [`Hub::rooms_page`].
     pub async fn rooms(&self) -> Vec<RoomSummary> {
-        self.inner.backplane.rooms().await
+        self.inner.backplane.rooms(None, usize::MAX).await.rooms
+    }
+
+    /// At most `limit` rooms in [`Hub::rooms`]'s order, starting after `after` (from
+    /// the start with `None`), and the cursor of the next page if there are more. The
+    /// listing is kept up to date by the rooms themselves: reading it waits for no
+    /// room and takes no lock that a join needs.
+    pub async fn rooms_page(&self, after: Option<RoomCursor>, limit: usize) -> RoomsPage {
+        self.inner.backplane.rooms(after, limit).await
     }
 
     /// A room's display name and members in join order; `None` if it does not exist
-    /// or the name is not a valid room name.
+    /// or the name is not a valid room name. Read from what the room last published:
+    /// it does not wait for the room's task.
     pub async fn room(&self, room: &str) -> Option<RoomDetails> {
         let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
         self.inner.backplane.room(room.key().clone()).await

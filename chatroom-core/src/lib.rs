@@ -70,7 +70,7 @@ pub mod room;
 pub mod testing;
 mod token;
 
-pub use backplane::{RoomDetails, RoomSummary};
+pub use backplane::{BadCursor, RoomCursor, RoomDetails, RoomSummary, RoomsPage};
 pub use connection::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
 pub use hooks::{

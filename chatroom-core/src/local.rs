@@ -7,8 +7,10 @@
 //! consumer: it is unlinked (its connection closes with 1008) and becomes away; the
 //! room never waits for it.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,15 +25,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, NotTaken, RoomDetails,
-    RoomGone, RoomSummary,
+    Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, NotTaken, RoomCursor,
+    RoomDetails, RoomGone, RoomSummary, RoomsPage,
 };
 use crate::connection::CloseFrame;
 use crate::error::{JoinError, RenameError};
 use crate::hooks::Hooks;
 use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
-use crate::protocol::{Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
+use crate::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use crate::queue::{PushError, QueueSender, queue};
 use crate::room::{MemberId, Now, Recorded, Room};
 use crate::token::ResumeToken;
@@ -39,6 +41,10 @@ use crate::token::ResumeToken;
 /// What the hub and the room tasks share.
 struct Shared {
     rooms: Mutex<HashMap<NameKey, RoomEntry>>,
+    /// Every room with members, largest first then by name: what `GET /rooms` pages
+    /// through. Rooms update their own place in it when their member count changes,
+    /// so a listing takes neither the registry's lock nor any room's task.
+    directory: Mutex<BTreeSet<Listed>>,
     limits: Arc<Limits>,
     hooks: Arc<dyn Hooks>,
     ids: AtomicU64,
@@ -68,16 +74,43 @@ impl Shared {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn directory(&self) -> std::sync::MutexGuard<'_, BTreeSet<Listed>> {
+        // Likewise: every edit is one insert or remove.
+        self.directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves a room's place in the directory from `old` members to `new` (0: absent).
+    fn relist(&self, display: &Arc<str>, old: usize, new: usize) {
+        if old == new {
+            return;
+        }
+        let mut directory = self.directory();
+        if old > 0 {
+            directory.remove(&(Reverse(old), display.clone()));
+        }
+        if new > 0 {
+            directory.insert((Reverse(new), display.clone()));
+        }
+    }
+
     fn handle(&self, key: &NameKey) -> Option<RoomHandle> {
         self.registry().get(key).map(|e| e.handle.clone())
     }
 }
 
+/// A room's place in the directory: most members first, then by display name.
+type Listed = (Reverse<usize>, Arc<str>);
+
 struct RoomEntry {
     handle: RoomHandle,
     generation: u64,
     display: Arc<str>,
+    /// The member count the room last listed in the directory.
     members: Arc<AtomicUsize>,
+    /// The members' display names as a JSON array, as the room last published them.
+    roster: Arc<Mutex<Arc<str>>>,
 }
 
 /// The sending side of a room task's command queue.
@@ -108,6 +141,7 @@ impl LocalBackplane {
         LocalBackplane {
             shared: Arc::new(Shared {
                 rooms: Mutex::new(HashMap::new()),
+                directory: Mutex::new(BTreeSet::new()),
                 limits,
                 hooks,
                 ids: AtomicU64::new(1),
@@ -129,12 +163,14 @@ impl LocalBackplane {
                 let (tx, rx) = mpsc::channel(shared.limits.room_queue.max(1));
                 let generation = shared.next_id();
                 let members = Arc::new(AtomicUsize::new(0));
+                let roster: Arc<Mutex<Arc<str>>> = Arc::new(Mutex::new(Arc::from("[]")));
                 let handle = RoomHandle(tx);
                 v.insert(RoomEntry {
                     handle: handle.clone(),
                     generation,
                     display: room.to_shared(),
                     members: members.clone(),
+                    roster: roster.clone(),
                 });
                 let actor = RoomActor {
                     room: Room::new(room.clone(), &shared.limits),
@@ -145,6 +181,12 @@ impl LocalBackplane {
                     members,
                     rx,
                     observer: Observer::start(shared, room),
+                    roster: Arc::from("[]"),
+                    roster_stale: false,
+                    roster_changed: false,
+                    published: roster,
+                    display: room.to_shared(),
+                    listed: 0,
                 };
                 let span = tracing::debug_span!("room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
@@ -176,7 +218,10 @@ impl LocalBackplane {
 fn forget(shared: &Shared, room: &NameKey, generation: u64) {
     let mut rooms = shared.registry();
     if rooms.get(room).is_some_and(|e| e.generation == generation) {
-        rooms.remove(room);
+        if let Some(gone) = rooms.remove(room) {
+            let listed = gone.members.swap(0, Ordering::Relaxed);
+            shared.relist(&gone.display, listed, 0);
+        }
         let len = rooms.len();
         if rooms.capacity() > 64 && len < rooms.capacity() / 4 {
             rooms.shrink_to(len * 2);
@@ -253,24 +298,54 @@ impl Backplane for LocalBackplane {
         })
     }
 
-    fn rooms(&self) -> BoxFuture<'_, Vec<RoomSummary>> {
-        let mut list: Vec<RoomSummary> = self
-            .shared
-            .registry()
-            .values()
-            .map(|e| RoomSummary {
-                room: e.display.to_string(),
-                members: e.members.load(Ordering::Relaxed),
+    fn rooms(&self, after: Option<RoomCursor>, limit: usize) -> BoxFuture<'_, RoomsPage> {
+        let directory = self.shared.directory();
+        let start = match &after {
+            Some(c) => Bound::Excluded((Reverse(c.members), Arc::<str>::from(c.room.as_str()))),
+            None => Bound::Unbounded,
+        };
+        let mut page: Vec<RoomSummary> = directory
+            .range((start, Bound::Unbounded))
+            .take(limit.saturating_add(1))
+            .map(|(Reverse(members), room)| RoomSummary {
+                room: room.to_string(),
+                members: *members,
             })
-            .filter(|r| r.members > 0)
             .collect();
-        list.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
-        Box::pin(std::future::ready(list))
+        drop(directory);
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map(|last| RoomCursor {
+                members: last.members,
+                room: last.room.clone(),
+            })
+        });
+        Box::pin(std::future::ready(RoomsPage {
+            rooms: page,
+            next: next.flatten(),
+        }))
     }
 
     fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>> {
-        let handle = self.shared.handle(&room);
-        Box::pin(async move { handle?.call(|reply| Command::Details { reply }).await? })
+        // The room's published roster: neither its task nor more than a look-up in
+        // the registry.
+        let published = self
+            .shared
+            .registry()
+            .get(&room)
+            .map(|e| (e.display.clone(), e.roster.clone()));
+        let details = published.and_then(|(display, roster)| {
+            let roster = roster
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let members: Vec<String> = serde_json::from_str(&roster).ok()?;
+            (!members.is_empty()).then(|| RoomDetails {
+                room: display.to_string(),
+                members,
+            })
+        });
+        Box::pin(std::future::ready(details))
     }
 
     fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>> {
@@ -450,9 +525,6 @@ enum Command {
         member: MemberId,
         link: u64,
     },
-    Details {
-        reply: oneshot::Sender<Option<RoomDetails>>,
-    },
     Holder {
         name: NameKey,
         reply: oneshot::Sender<Option<String>>,
@@ -501,6 +573,19 @@ struct RoomActor {
     rx: mpsc::Receiver<Command>,
     /// The room's events for the host's `on_event`, which runs on a task of its own.
     observer: Observer,
+    /// The members' display names as a JSON array, for welcomes and `GET /rooms/{room}`:
+    /// a join appends to it; a leave or a rename marks it stale, and it is encoded
+    /// anew once, when next needed.
+    roster: Arc<str>,
+    roster_stale: bool,
+    /// The roster changed since it was last published.
+    roster_changed: bool,
+    /// Where the roster is published for readers outside the room's task.
+    published: Arc<Mutex<Arc<str>>>,
+    /// The room's display name, as listed in the directory.
+    display: Arc<str>,
+    /// The member count the room is listed with in the directory (0: not listed).
+    listed: usize,
 }
 
 /// Hands a room's events, in order, to a task that runs the host's `on_event` hook for
@@ -509,7 +594,7 @@ struct RoomActor {
 /// room wait for a hook that waits for the room); a hook slower than its room's events
 /// builds a backlog, which is logged at warn level each time it passes another 1024.
 struct Observer {
-    events: mpsc::UnboundedSender<crate::protocol::Event>,
+    events: mpsc::UnboundedSender<Event>,
     backlog: Arc<AtomicUsize>,
 }
 
@@ -517,7 +602,7 @@ impl Observer {
     /// Starts the observing task for `room`; it ends once the room's `Observer` is
     /// dropped and every event before it was observed.
     fn start(shared: &Shared, room: &RoomName) -> Observer {
-        let (events, mut queue) = mpsc::unbounded_channel::<crate::protocol::Event>();
+        let (events, mut queue) = mpsc::unbounded_channel::<Event>();
         let backlog = Arc::new(AtomicUsize::new(0));
         let (hooks, name, left) = (shared.hooks.clone(), room.clone(), backlog.clone());
         let observe = async move {
@@ -531,7 +616,7 @@ impl Observer {
         Observer { events, backlog }
     }
 
-    fn observe(&self, event: &crate::protocol::Event) {
+    fn observe(&self, event: &Event) {
         // Counted before it is sent: the observer may take it at once.
         let backlog = self.backlog.fetch_add(1, Ordering::Relaxed) + 1;
         if self.events.send(event.clone()).is_err() {
@@ -543,6 +628,14 @@ impl Observer {
             );
         }
     }
+}
+
+/// `roster` (a JSON array of names) with `name` appended.
+fn roster_with(roster: &str, name: &str) -> Arc<str> {
+    let name = serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into());
+    let head = roster.strip_suffix(']').unwrap_or("[");
+    let separator = if head == "[" { "" } else { "," };
+    Arc::from(format!("{head}{separator}{name}]"))
 }
 
 fn now() -> Now {
@@ -598,8 +691,7 @@ impl RoomActor {
                     },
                 }
             }
-            self.members
-                .store(self.room.members().len(), Ordering::Relaxed);
+            self.publish();
             if self.room.is_empty() {
                 self.free();
                 break;
@@ -627,9 +719,6 @@ impl RoomActor {
             match cmd {
                 Command::Join { entry, reply, .. } => {
                     let _ = reply.send(JoinReply::Retry(entry));
-                }
-                Command::Details { reply } => {
-                    let _ = reply.send(None);
                 }
                 Command::Holder { reply, .. } => {
                     let _ = reply.send(None);
@@ -706,17 +795,6 @@ impl RoomActor {
                 let _ = reply.send(true);
             }
             Command::Disconnect { member, link } => self.disconnect(member, link),
-            Command::Details { reply } => {
-                let _ = reply.send(Some(RoomDetails {
-                    room: self.room.name().to_string(),
-                    members: self
-                        .room
-                        .members()
-                        .iter()
-                        .map(|m| m.name.to_string())
-                        .collect(),
-                }));
-            }
             Command::Holder { name, reply } => {
                 let holder = self.room.member_by_key(&name).map(|m| m.name.to_string());
                 let _ = reply.send(holder);
@@ -779,17 +857,19 @@ impl RoomActor {
                 },
             },
         };
-        let Ok(snapshot) = self.room.snapshot(member, since) else {
+        let Some(name) = self.room.member(member).map(|m| m.name.to_shared()) else {
             return JoinReply::Refused(JoinError::Unavailable);
         };
+        let (history, gap) = self.room.history_since(since);
+        let roster = self.roster();
         let welcome = WelcomeParts {
-            room: &snapshot.room,
-            name: &snapshot.name,
-            members: snapshot.members,
-            history: snapshot.history,
-            last_id: snapshot.last_id,
+            room: self.room.name().as_str(),
+            name: &name,
+            members: &roster,
+            history,
+            last_id: self.room.last_id(),
             resume: &token.to_string(),
-            gap: snapshot.gap,
+            gap,
             reference,
         }
         .encode();
@@ -846,7 +926,51 @@ impl RoomActor {
         for (member, slow) in dropped {
             self.drop_member(member, slow);
         }
+        match &event.event {
+            Event::Joined(joined) if !self.roster_stale => {
+                self.roster = roster_with(&self.roster, &joined.name);
+                self.roster_changed = true;
+            }
+            Event::Joined(_) | Event::Left(_) | Event::Renamed(_) => {
+                self.roster_stale = true;
+                self.roster_changed = true;
+            }
+            Event::Message(_) => {}
+        }
         self.observer.observe(&event.event);
+    }
+
+    /// The roster, encoded anew if a leave or a rename made it stale.
+    fn roster(&mut self) -> Arc<str> {
+        if self.roster_stale {
+            let names: Vec<&str> = self
+                .room
+                .members()
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect();
+            self.roster = serde_json::to_string(&names).map_or_else(|_| Arc::from("[]"), Arc::from);
+            self.roster_stale = false;
+        }
+        self.roster.clone()
+    }
+
+    /// Publishes the member count (in the directory) and the roster, if they changed.
+    fn publish(&mut self) {
+        let count = self.room.members().len();
+        if count != self.listed {
+            self.members.store(count, Ordering::Relaxed);
+            self.shared.relist(&self.display, self.listed, count);
+            self.listed = count;
+        }
+        if self.roster_changed {
+            self.roster_changed = false;
+            let roster = self.roster();
+            *self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = roster;
+        }
     }
 
     /// Queues a frame for one member.

@@ -395,11 +395,12 @@ pub fn ack_frame(reference: Ref, id: u64) -> TextFrame {
     TextFrame::json(&Reply::Ack { reference, id })
 }
 
-/// The parts of a `welcome`, with history as already-encoded event frames.
+/// The parts of a `welcome`, with the members and the history already encoded.
 pub(crate) struct WelcomeParts<'a> {
     pub(crate) room: &'a str,
     pub(crate) name: &'a str,
-    pub(crate) members: Vec<Arc<str>>,
+    /// The members' display names as a JSON array.
+    pub(crate) members: &'a str,
     pub(crate) history: Vec<TextFrame>,
     pub(crate) last_id: u64,
     pub(crate) resume: &'a str,
@@ -408,14 +409,14 @@ pub(crate) struct WelcomeParts<'a> {
 }
 
 impl WelcomeParts<'_> {
-    /// Encodes the welcome, splicing in the history frames without re-encoding them.
+    /// Encodes the welcome, splicing in the members and the history frames without
+    /// re-encoding them.
     pub(crate) fn encode(&self) -> TextFrame {
         #[derive(Serialize)]
         struct Head<'b> {
             r#type: &'static str,
             room: &'b str,
             name: &'b str,
-            members: &'b [Arc<str>],
         }
         #[derive(Serialize)]
         struct Tail<'b> {
@@ -429,7 +430,6 @@ impl WelcomeParts<'_> {
             r#type: "welcome",
             room: self.room,
             name: self.name,
-            members: &self.members,
         });
         let tail = TextFrame::json(&Tail {
             last_id: self.last_id,
@@ -439,9 +439,13 @@ impl WelcomeParts<'_> {
         });
         let (head, tail) = (head.as_str(), tail.as_str());
         let history_len: usize = self.history.iter().map(|f| f.len() + 1).sum();
-        let mut out = String::with_capacity(head.len() + tail.len() + history_len + 16);
-        // `{...head fields` + `,"history":[` + frames + `],` + `tail fields...}`
+        let mut out =
+            String::with_capacity(head.len() + self.members.len() + tail.len() + history_len + 32);
+        // `{...head fields` + `,"members":` + names + `,"history":[` + frames + `],`
+        // + `tail fields...}`
         out.push_str(head.strip_suffix('}').unwrap_or(head));
+        out.push_str(",\"members\":");
+        out.push_str(self.members);
         out.push_str(",\"history\":[");
         for (i, frame) in self.history.iter().enumerate() {
             if i > 0 {
@@ -616,7 +620,7 @@ mod tests {
         let parts = WelcomeParts {
             room: "general",
             name: "Al\"ice",
-            members: vec!["Bob".into(), "Al\"ice".into()],
+            members: r#"["Bob","Al\"ice"]"#,
             history: vec![joined.encode(), joined.encode()],
             last_id: 3,
             resume: "tok",

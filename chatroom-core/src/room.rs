@@ -259,25 +259,33 @@ impl Room {
     /// it is everything retained.
     pub fn snapshot(&self, id: MemberId, since: Option<u64>) -> Result<Snapshot, NotMember> {
         let member = self.member(id).ok_or(NotMember)?;
+        let (history, gap) = self.history_since(since);
+        Ok(Snapshot {
+            room: self.display.clone(),
+            name: member.name.to_shared(),
+            members: self.members.iter().map(|m| m.name.to_shared()).collect(),
+            history,
+            last_id: self.last_id,
+            gap,
+        })
+    }
+
+    /// The retained events after `since` (all with `None`), and whether some events
+    /// after `since` are no longer retained: a welcome's `history` and `gap`.
+    pub fn history_since(&self, since: Option<u64>) -> (Vec<TextFrame>, bool) {
         let oldest = self.history.front().map_or(self.last_id + 1, |(id, _)| *id);
         let (skip_through, gap) = match since {
             None => (0, false),
             Some(s) if s >= self.last_id => (self.last_id, false),
             Some(s) => (s, s + 1 < oldest),
         };
-        Ok(Snapshot {
-            room: self.display.clone(),
-            name: member.name.to_shared(),
-            members: self.members.iter().map(|m| m.name.to_shared()).collect(),
-            history: self
-                .history
-                .iter()
-                .filter(|(id, _)| *id > skip_through)
-                .map(|(_, f)| f.clone())
-                .collect(),
-            last_id: self.last_id,
-            gap,
-        })
+        let history = self
+            .history
+            .iter()
+            .filter(|(id, _)| *id > skip_through)
+            .map(|(_, f)| f.clone())
+            .collect();
+        (history, gap)
     }
 
     /// The resume token of member `id`.

@@ -70,6 +70,7 @@ suite!(
     a_half_closed_client_is_not_told_its_frame_was_too_large,
     a_fragmented_message_over_the_limit_closes_with_1009,
     http_edges_answer_alike,
+    rooms_are_paged_over_http,
     the_origin_check_compares_schemes_and_fails_closed,
 );
 
@@ -949,6 +950,71 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009(adapter: Adapter) 
     let big = json!({"type": "send", "text": "x".repeat(20 * 1024)}).to_string();
     c.send_fragmented(&big, 8).await;
     assert!(matches!(c.ended().await, Ended::Close(1009, _)));
+}
+
+/// `GET /rooms` answers a page at a time, largest first, with a `Link` to the next.
+async fn rooms_are_paged_over_http(adapter: Adapter) {
+    let server = Server::start_at(adapter, Hub::new(), "/chat");
+    let mut clients = Vec::new();
+    for (room, size) in [("Side room", 2), ("big", 3), ("a+b", 1)] {
+        for i in 0..size {
+            let mut c = server.connect().await;
+            c.join(room, &format!("m{i}")).await;
+            clients.push(c);
+        }
+    }
+    let r = http_raw(server.addr, b"GET /chat/rooms?limit=2 HTTP/1.1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).expect("json"),
+        json!([{"room": "big", "members": 3}, {"room": "Side room", "members": 2}])
+    );
+    let link = r.header("link").expect("a link to the next page");
+    assert_eq!(link, r#"<?limit=2&cursor=2%3ASide%20room>; rel="next""#);
+    let next = link
+        .trim_start_matches("<?")
+        .split('>')
+        .next()
+        .expect("target");
+    let r = http_raw(
+        server.addr,
+        format!("GET /chat/rooms?{next} HTTP/1.1").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).expect("json"),
+        json!([{"room": "a+b", "members": 1}])
+    );
+    assert_eq!(r.header("link"), None, "the last page");
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=nope",
+        "cursor=%FF",
+    ] {
+        let r = http_raw(
+            server.addr,
+            format!("GET /chat/rooms?{query} HTTP/1.1").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{query}");
+        assert!(
+            r.body.contains(r#""error":"bad_query""#),
+            "{query}: {}",
+            r.body
+        );
+    }
+    // Without a query: the first 100.
+    let (status, body) = server.get("/rooms").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
 }
 
 /// The HTTP edges answer alike on both adapters: the same status, headers that matter

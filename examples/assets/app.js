@@ -40,9 +40,27 @@ function lobby() {
     location.href = `/room/${encodeURIComponent(room)}`;
   });
   const list = $("rooms");
+  // The listing comes a page at a time (largest rooms first); "More rooms" asks for
+  // one more page on every refresh from then on.
+  const PAGE = 50;
+  let pages = 1;
+  const more = $("more-rooms");
+  more.addEventListener("click", () => {
+    pages += 1;
+    refresh();
+  });
   async function refresh() {
     try {
-      const rooms = await (await fetch("/rooms")).json();
+      const rooms = [];
+      let query = `limit=${PAGE}`;
+      let next = null;
+      for (let page = 0; page < pages && query; page++) {
+        const response = await fetch(`/rooms?${query}`);
+        rooms.push(...(await response.json()));
+        next = /<\?([^>]*)>;\s*rel="next"/.exec(response.headers.get("link") || "");
+        query = next ? next[1] : null;
+      }
+      more.hidden = !next;
       list.replaceChildren(
         ...rooms.map(({ room, members }) => {
           const li = document.createElement("li");

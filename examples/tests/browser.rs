@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::{SinkExt, StreamExt};
 use futures_util_free::catch;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A child process killed on drop.
 struct Process(Child);
@@ -479,6 +481,38 @@ async fn the_whole_site(site: &Site, alice: &Client, bob: &Client, carol: &Clien
         .expect("unknown");
     assert_eq!(texts(carol, "main h1").await, ["404"]);
     assert_eq!(texts(carol, "header .brand").await, ["chatroom"]);
+
+    // The lobby lists 50 rooms a page, largest first, and "More rooms" shows the rest.
+    let mut members = Vec::new();
+    for i in 0..55 {
+        let url = format!("ws://{}/ws", site.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade");
+        let join = format!(r#"{{"type":"join","room":"extra {i:02}","name":"x"}}"#);
+        ws.send(Message::text(join)).await.expect("join");
+        ws.next().await.expect("welcome").expect("a frame");
+        members.push(ws);
+    }
+    carol.goto(&site.url("/")).await.expect("lobby");
+    wait_texts(carol, "#rooms li a", "a page of rooms", |t| t.len() == 50).await;
+    let first = texts(carol, "#rooms li a").await;
+    assert_eq!(
+        first.first().map(String::as_str),
+        Some("Test Room"),
+        "largest first"
+    );
+    assert!(visible(carol, "more-rooms").await);
+    carol
+        .find(Locator::Id("more-rooms"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    wait_texts(carol, "#rooms li a", "every room", |t| t.len() == 56).await;
+    assert!(!visible(carol, "more-rooms").await);
+    drop(members);
 }
 
 async fn run(binary: &str, label: &str) {
