@@ -140,9 +140,11 @@ pub async fn websocket(
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()));
     let secure = req.app_config().secure();
-    if let Err(refused) = api::check_upgrade(&hub, req.method().as_str(), pairs, secure) {
-        return Ok(respond(refused));
-    }
+    let peer = req.peer_addr().map(|a| a.ip());
+    let admission = match api::check_upgrade(&hub, req.method().as_str(), pairs, secure, peer) {
+        Ok(admission) => admission,
+        Err(refused) => return Ok(respond(refused)),
+    };
     let (response, session, stream) = match actix_ws::handle(&req, body) {
         Ok(upgraded) => upgraded,
         Err(e) => return Ok(respond(ApiResponse::bad_upgrade(&e.to_string()))),
@@ -173,6 +175,8 @@ pub async fn websocket(
     let hub = hub.get_ref().clone();
     // actix-ws sessions are not `Send`: the connection runs on this worker's runtime.
     actix_web::rt::spawn(async move {
+        // Counted as open for as long as it is served.
+        let _admission = admission;
         let how = match serve_session(hub, context, session, stream).await {
             ConnectionEnd::Dropped => BodyEnd::Abort,
             ConnectionEnd::Closed(_) | ConnectionEnd::ClosedByPeer => BodyEnd::Finish,

@@ -121,13 +121,6 @@ pub fn upgrade(
     // configured scheme, or a proxy's `X-Forwarded-Proto`, says so (see
     // `api::check_upgrade`).
     let secure = uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS);
-    if let Err(refused) = api::check_upgrade(hub, method.as_str(), pairs, secure) {
-        return respond(refused);
-    }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return respond(ApiResponse::bad_upgrade(&rejection.body_text())),
-    };
     let mut context = extensions
         .get::<ConnectionContext>()
         .cloned()
@@ -137,13 +130,26 @@ pub fn upgrade(
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
     }
+    let peer = context.peer_addr.map(|a| a.ip());
+    let admission = match api::check_upgrade(hub, method.as_str(), pairs, secure, peer) {
+        Ok(admission) => admission,
+        Err(refused) => return respond(refused),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return respond(ApiResponse::bad_upgrade(&rejection.body_text())),
+    };
     let max = hub.limits().max_frame_bytes;
     let hub = hub.clone();
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| serve_socket(hub, socket, context))
+        .on_upgrade(move |socket| async move {
+            // Counted as open for as long as it is served.
+            let _admission = admission;
+            serve_socket(hub, socket, context).await;
+        })
 }
 
 /// How long, after the server's close frame, the client has to answer with its own.

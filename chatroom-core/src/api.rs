@@ -11,6 +11,11 @@
 //! decoded here; one that is not valid percent-encoded UTF-8 is a 400 `bad_path`. Any
 //! method but `GET` is a 405 `method_not_allowed`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use crate::backplane::RoomCursor;
@@ -97,6 +102,82 @@ impl ApiResponse {
     }
 }
 
+/// The connections admitted at the upgrade and still open, in total and per address.
+#[derive(Debug, Default)]
+pub(crate) struct Admitted {
+    total: AtomicUsize,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Admitted {
+    fn per_address(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Every edit is one insert or remove: the map stays consistent.
+        self.per_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One open chat connection counted against the hub's connection limits; the count is
+/// given back when this is dropped. [`check_upgrade`] hands it out: an adapter keeps it
+/// for as long as it serves the connection.
+#[derive(Debug)]
+#[must_use = "the connection counts as open only while its admission is held"]
+pub struct Admission {
+    admitted: Arc<Admitted>,
+    address: Option<IpAddr>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.admitted.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(address) = self.address {
+            let mut per_address = self.admitted.per_address();
+            if let Some(open) = per_address.get_mut(&address) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    per_address.remove(&address);
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection from `address` against the limits, or answers why not.
+fn admit(hub: &Hub, address: Option<IpAddr>) -> Result<Admission, ApiResponse> {
+    let limits = hub.limits();
+    let admitted = hub.admitted();
+    let total = admitted.total.fetch_add(1, Ordering::Relaxed);
+    // From here on, dropping the admission gives the count back.
+    let mut admission = Admission {
+        admitted: admitted.clone(),
+        address: None,
+    };
+    if total >= limits.max_connections {
+        return Err(ApiResponse::error(
+            503,
+            "server_full",
+            "the server has as many chat connections as it takes; try again later",
+        )
+        .with_header("retry-after", "5"));
+    }
+    if let (Some(max), Some(address)) = (limits.max_connections_per_address, address) {
+        let mut per_address = admitted.per_address();
+        let open = per_address.entry(address).or_insert(0);
+        if *open >= max {
+            return Err(ApiResponse::error(
+                429,
+                "too_many_connections",
+                "this address has as many chat connections open as it may",
+            )
+            .with_header("retry-after", "5"));
+        }
+        *open += 1;
+        admission.address = Some(address);
+    }
+    Ok(admission)
+}
+
 /// `Ok` for `GET`, else the 405 answer.
 pub fn check_method(method: &str) -> Result<(), ApiResponse> {
     if method == "GET" {
@@ -129,12 +210,20 @@ pub fn check_method(method: &str) -> Result<(), ApiResponse> {
 ///
 /// WebSocket over HTTP/2 (extended `CONNECT`, RFC 8441) is not served: its method is
 /// answered 405.
+///
+/// Last, a request that passed is counted against the connection limits: beyond
+/// `Limits::max_connections`, 503 `server_full`; beyond
+/// `Limits::max_connections_per_address` for the client's address (`peer`, or the
+/// header named by [`HubBuilder::client_address_header`](crate::HubBuilder::client_address_header)),
+/// 429 `too_many_connections`; both with `Retry-After: 5`. The [`Admission`] it
+/// returns must be kept for as long as the connection is served.
 pub fn check_upgrade<'a>(
     hub: &Hub,
     method: &str,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     secure: bool,
-) -> Result<(), ApiResponse> {
+    peer: Option<IpAddr>,
+) -> Result<Admission, ApiResponse> {
     let mut origins = 0;
     let mut origin = None;
     let mut host = None;
@@ -142,8 +231,13 @@ pub fn check_upgrade<'a>(
     let mut x_forwarded = None;
     let (mut upgrade, mut connection) = (false, false);
     let (mut version, mut key) = (None, None);
+    let address_header = hub.client_address_header();
+    let mut proxied_address = None;
     for (name, value) in headers {
         let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if address_header.is_some_and(is) {
+            proxied_address = last_address(value);
+        }
         if is("origin") {
             origins += 1;
             origin = Some(value);
@@ -206,7 +300,17 @@ pub fn check_upgrade<'a>(
             "Sec-WebSocket-Key must be 16 bytes in base64",
         ));
     }
-    Ok(())
+    admit(hub, proxied_address.or(peer))
+}
+
+/// The last address of a comma-separated header value (`X-Forwarded-For`: the one the
+/// nearest proxy saw; `X-Real-IP`: the only one), if it is one.
+fn last_address(value: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(value).ok()?;
+    let last = text.rsplit(',').next()?.trim();
+    last.parse::<IpAddr>()
+        .ok()
+        .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Whether a comma-separated header value holds `token`, in any case.
@@ -472,7 +576,9 @@ mod tests {
                 all.push((name, value));
             }
         }
-        check_upgrade(hub, "GET", all, secure).map_err(|r| r.status)
+        check_upgrade(hub, "GET", all, secure, None)
+            .map(drop)
+            .map_err(|r| r.status)
     }
 
     #[test]
@@ -511,8 +617,59 @@ mod tests {
             upgrade(&hub, &[("sec-websocket-key", b"")], false),
             Err(400)
         );
-        let post = check_upgrade(&hub, "POST", [("upgrade", b"websocket".as_slice())], false);
-        assert_eq!(post.map_err(|r| r.status), Err(405));
+        let post = check_upgrade(
+            &hub,
+            "POST",
+            [("upgrade", b"websocket".as_slice())],
+            false,
+            None,
+        );
+        assert_eq!(post.map(drop).map_err(|r| r.status), Err(405));
+    }
+
+    #[test]
+    fn connections_are_counted_against_the_limits_while_admitted() {
+        let hub = Hub::builder()
+            .limits(crate::Limits {
+                max_connections: 3,
+                max_connections_per_address: Some(2),
+                ..crate::Limits::default()
+            })
+            .client_address_header("X-Real-IP")
+            .build();
+        let peer: Option<IpAddr> = "10.0.0.1".parse().ok();
+        let from = |hub: &Hub, real: Option<&'static [u8]>| {
+            let mut headers: Vec<(&str, &[u8])> = vec![
+                ("upgrade", b"websocket"),
+                ("connection", b"upgrade"),
+                ("sec-websocket-version", b"13"),
+                ("sec-websocket-key", KEY),
+            ];
+            headers.extend(real.map(|r| ("x-real-ip", r)));
+            check_upgrade(hub, "GET", headers, false, peer)
+        };
+        let a1 = from(&hub, Some(b"192.0.2.1")).expect("first from a");
+        let a2 = from(&hub, Some(b"192.0.2.1")).expect("second from a");
+        let refused = from(&hub, Some(b"192.0.2.1"))
+            .map(drop)
+            .map_err(|r| r.status);
+        assert_eq!(refused, Err(429), "a third from the same address");
+        // X-Forwarded-For style: the last address counts.
+        let b = from(&hub, Some(b"203.0.113.9, 192.0.2.7")).expect("another address");
+        let full = from(&hub, Some(b"192.0.2.8"))
+            .map(drop)
+            .map_err(|r| r.status);
+        assert_eq!(full, Err(503), "three open in total");
+        drop((a1, b));
+        let again = from(&hub, Some(b"192.0.2.1")).expect("counts are given back");
+        // Without the header (or with garbage in it), the peer's address counts.
+        let p1 = {
+            drop(a2);
+            from(&hub, Some(b"not an address")).expect("the peer")
+        };
+        drop((again, p1));
+        assert_eq!(hub.admitted().total.load(Ordering::Relaxed), 0);
+        assert!(hub.admitted().per_address().is_empty());
     }
 
     #[test]
@@ -564,7 +721,9 @@ mod tests {
             ("origin", b"http://evil.example"),
         ];
         assert_eq!(
-            check_upgrade(&hub, "GET", twice, false).map_err(|r| r.status),
+            check_upgrade(&hub, "GET", twice, false, None)
+                .map(drop)
+                .map_err(|r| r.status),
             Err(403)
         );
     }

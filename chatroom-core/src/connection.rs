@@ -160,7 +160,7 @@ struct Joined {
 }
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     burst: f64,
     rate: f64,
@@ -169,16 +169,22 @@ struct Bucket {
 
 impl Bucket {
     fn new(limits: &Limits, now: Instant) -> Bucket {
-        let burst = f64::from(limits.rate_burst);
+        Bucket::with_rate(limits.rate_burst, limits.rate_per_sec, now)
+    }
+
+    /// A full bucket of `burst` tokens refilled at `rate` per second.
+    pub(crate) fn with_rate(burst: u32, rate: u32, now: Instant) -> Bucket {
+        let burst = f64::from(burst);
         Bucket {
             tokens: burst,
             burst,
-            rate: f64::from(limits.rate_per_sec),
+            rate: f64::from(rate),
             last: now,
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    /// Takes a token if there is one.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     NameTaken,
     /// The room is at its member limit.
     RoomFull,
+    /// A fresh join would open a room, and the server is at its room limit.
+    TooManyRooms,
     /// The embedding application's policy refused.
     Forbidden,
     /// Unknown or expired resume token.
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::InvalidRoom => "invalid_room",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::EmptyMessage => "empty_message",
@@ -97,10 +100,17 @@ pub enum JoinError {
     /// reached); the server logs the details.
     #[error("the server could not take this join; try again later")]
     Unavailable,
-    /// The room has more commands waiting than it takes (`Limits::room_queue`): the
-    /// join had no effect; try again in a moment. Code `rate_limited`.
+    /// The room has more commands waiting than it takes (`Limits::room_queue`), or
+    /// more fresh joins than `Limits::room_joins_per_sec` allows: the join had no
+    /// effect; try again in a moment. Code `rate_limited`.
     #[error("the room is busy; try again in a moment")]
     RoomBusy,
+    /// The join would open a new room and the server has `max` rooms already.
+    #[error("the server has its limit of {max} rooms; join an existing room")]
+    TooManyRooms {
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Why a `send` was refused.
@@ -185,6 +195,7 @@ impl HasErrorCode for JoinError {
             JoinError::AlreadyJoined => ErrorCode::AlreadyJoined,
             JoinError::Unavailable => ErrorCode::Internal,
             JoinError::RoomBusy => ErrorCode::RateLimited,
+            JoinError::TooManyRooms { .. } => ErrorCode::TooManyRooms,
         }
     }
 }
@@ -236,6 +247,7 @@ mod tests {
             ErrorCode::InvalidRoom,
             ErrorCode::NameTaken,
             ErrorCode::RoomFull,
+            ErrorCode::TooManyRooms,
             ErrorCode::Forbidden,
             ErrorCode::ResumeFailed,
             ErrorCode::EmptyMessage,

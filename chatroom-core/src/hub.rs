@@ -38,6 +38,10 @@ struct Inner {
     limits: Arc<Limits>,
     origins: OriginPolicy,
     scheme: Option<Scheme>,
+    /// The header a trusted proxy puts the client's address in, lower case.
+    address_header: Option<String>,
+    /// Open connections admitted at the upgrade, in total and per address.
+    admitted: Arc<crate::api::Admitted>,
     hooks: Arc<dyn Hooks>,
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
@@ -65,6 +69,7 @@ pub struct HubBuilder {
     limits: Limits,
     origins: OriginPolicy,
     scheme: Option<Scheme>,
+    address_header: Option<String>,
     hooks: Option<Arc<dyn Hooks>>,
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -89,6 +94,17 @@ impl HubBuilder {
     /// service does not pass the scheme on.
     pub fn scheme(mut self, scheme: Scheme) -> Self {
         self.scheme = Some(scheme);
+        self
+    }
+
+    /// Takes the client's address, for `Limits::max_connections_per_address`, from
+    /// this request header, which a trusted reverse proxy in front sets (e.g.
+    /// `X-Real-IP`, or `X-Forwarded-For`, of which the last address is the one the
+    /// proxy saw). Without it, or when the header is absent or not an address, the
+    /// connection's peer address counts. Set it only behind a proxy that sets the
+    /// header itself: a client can write any header.
+    pub fn client_address_header(mut self, name: &str) -> Self {
+        self.address_header = Some(name.to_ascii_lowercase());
         self
     }
 
@@ -143,6 +159,8 @@ impl HubBuilder {
                 limits,
                 origins: self.origins,
                 scheme: self.scheme,
+                address_header: self.address_header,
+                admitted: Arc::default(),
                 hooks,
                 backplane,
                 cancel,
@@ -210,6 +228,15 @@ impl Hub {
     /// Which web origins may open a WebSocket; adapters check it before upgrading.
     pub fn origins(&self) -> &OriginPolicy {
         &self.inner.origins
+    }
+
+    /// The header set with [`HubBuilder::client_address_header`], if any (lower case).
+    pub fn client_address_header(&self) -> Option<&str> {
+        self.inner.address_header.as_deref()
+    }
+
+    pub(crate) fn admitted(&self) -> &Arc<crate::api::Admitted> {
+        &self.inner.admitted
     }
 
     /// The scheme set with [`HubBuilder::scheme`], if any.

@@ -48,8 +48,27 @@ pub struct Limits {
     /// (a peer that stopped reading) drops the connection, and so does one still blocked
     /// when the keepalive would have dropped a silent peer.
     pub ping_timeout: Duration,
-    /// Commands a room's actor may have queued before senders wait (default 1024).
+    /// Commands a room's task may have queued (default 1024). Beyond it the room is
+    /// saturated: commands for it are answered `rate_limited` ("the room is busy").
     pub room_queue: usize,
+    /// Open chat connections, in total (default 250,000). Beyond it an upgrade is
+    /// refused with `503 {"error": "server_full"}` before any WebSocket work.
+    pub max_connections: usize,
+    /// Open chat connections per client address (default `None`: no limit). Beyond
+    /// it an upgrade is refused with `429 {"error": "too_many_connections"}`. Off by
+    /// default because behind a reverse proxy every client has the proxy's address:
+    /// when it is on, let the hub read the client's address from the proxy's header
+    /// ([`HubBuilder::client_address_header`](crate::HubBuilder::client_address_header)).
+    pub max_connections_per_address: Option<usize>,
+    /// Rooms in total (default 100,000). A fresh join that would open one more is
+    /// answered `too_many_rooms`.
+    pub max_rooms: usize,
+    /// Fresh joins a room takes per second, refilled continuously (default 1000); each
+    /// costs the room a welcome and a `joined` to every member. The excess is answered
+    /// `rate_limited`. Resumes are not counted.
+    pub room_joins_per_sec: u32,
+    /// Fresh joins a room takes at once before the rate applies (default 1000).
+    pub room_join_burst: u32,
 }
 
 impl Default for Limits {
@@ -72,6 +91,11 @@ impl Default for Limits {
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
             room_queue: 1024,
+            max_connections: 250_000,
+            max_connections_per_address: None,
+            max_rooms: 100_000,
+            room_joins_per_sec: 1000,
+            room_join_burst: 1000,
         }
     }
 }

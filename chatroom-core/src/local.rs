@@ -28,7 +28,7 @@ use crate::backplane::{
     Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, NotTaken, RoomCursor,
     RoomDetails, RoomGone, RoomSummary, RoomsPage,
 };
-use crate::connection::CloseFrame;
+use crate::connection::{Bucket, CloseFrame};
 use crate::error::{JoinError, RenameError};
 use crate::hooks::Hooks;
 use crate::limits::Limits;
@@ -152,13 +152,23 @@ impl LocalBackplane {
         }
     }
 
-    /// The room's handle, creating the room (and its task) for a fresh join.
-    fn find_or_create(&self, room: &RoomName, create: bool) -> Option<(RoomHandle, u64)> {
+    /// The room's handle, creating the room (and its task) for a fresh join. A resume
+    /// never creates a room (a freed room's tokens are void): `resume_failed`.
+    fn find_or_create(
+        &self,
+        room: &RoomName,
+        create: bool,
+    ) -> Result<(RoomHandle, u64), JoinError> {
         let shared = &self.shared;
         let mut rooms = shared.registry();
+        let max_rooms = shared.limits.max_rooms;
+        let open = rooms.len();
         match rooms.entry(room.key().clone()) {
-            MapEntry::Occupied(e) => Some((e.get().handle.clone(), e.get().generation)),
-            MapEntry::Vacant(_) if !create => None,
+            MapEntry::Occupied(e) => Ok((e.get().handle.clone(), e.get().generation)),
+            MapEntry::Vacant(_) if !create => Err(JoinError::ResumeFailed),
+            MapEntry::Vacant(_) if open >= max_rooms => {
+                Err(JoinError::TooManyRooms { max: max_rooms })
+            }
             MapEntry::Vacant(v) => {
                 let (tx, rx) = mpsc::channel(shared.limits.room_queue.max(1));
                 let generation = shared.next_id();
@@ -187,6 +197,11 @@ impl LocalBackplane {
                     published: roster,
                     display: room.to_shared(),
                     listed: 0,
+                    joins: Bucket::with_rate(
+                        shared.limits.room_join_burst,
+                        shared.limits.room_joins_per_sec,
+                        Instant::now(),
+                    ),
                 };
                 let span = tracing::debug_span!("room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
@@ -203,7 +218,7 @@ impl LocalBackplane {
                     }
                 };
                 shared.spawn(run.instrument(span));
-                Some((handle, generation))
+                Ok((handle, generation))
             }
         }
     }
@@ -254,10 +269,7 @@ impl Backplane for LocalBackplane {
                 if self.shared.cancel.is_cancelled() {
                     return Err(JoinError::Unavailable.into());
                 }
-                // A resume never creates a room: a freed room's tokens are void.
-                let Some((handle, generation)) = self.find_or_create(&room, fresh) else {
-                    return Err(JoinError::ResumeFailed.into());
-                };
+                let (handle, generation) = self.find_or_create(&room, fresh)?;
                 let (reply, answer) = oneshot::channel();
                 let command = Command::Join {
                     entry,
@@ -584,6 +596,8 @@ struct RoomActor {
     published: Arc<Mutex<Arc<str>>>,
     /// The room's display name, as listed in the directory.
     display: Arc<str>,
+    /// Fresh joins the room still takes now (`Limits::room_joins_per_sec`).
+    joins: Bucket,
     /// The member count the room is listed with in the directory (0: not listed).
     listed: usize,
 }
@@ -832,6 +846,9 @@ impl RoomActor {
     fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
         let at = now();
         let (member, token, since) = match entry {
+            Entry::Fresh { .. } if !self.joins.take(Instant::now()) => {
+                return JoinReply::Refused(JoinError::RoomBusy);
+            }
             Entry::Fresh { name, token } => {
                 let member = self.shared.next_id();
                 match self.room.join(member, name, token, at) {

@@ -213,3 +213,67 @@ async fn a_stalled_reader_is_disconnected_while_the_others_get_everything_in_ord
     send(&sender, json!({"type": "send", "text": "after"})).await;
     assert!(matches!(expect_event(&mut a).await, Event::Message(m) if &*m.text == "after"));
 }
+
+#[tokio::test]
+async fn a_new_room_beyond_the_room_limit_is_refused_too_many_rooms() {
+    let hub = hub_with(Limits {
+        max_rooms: 2,
+        ..Limits::default()
+    });
+    let (_a, _) = joined(&hub, "one", "A").await;
+    let (b, _) = joined(&hub, "two", "B").await;
+    let mut c = chatroom_core::testing::TestClient::connect(&hub);
+    send(
+        &c,
+        json!({"type": "join", "room": "three", "name": "C", "ref": 1}),
+    )
+    .await;
+    assert_eq!(expect_error(&mut c, "too_many_rooms").await, Some(json!(1)));
+    // Existing rooms still take members; a freed room makes room for a new one.
+    c.join("one", "C").await.expect("an existing room");
+    send(&b, json!({"type": "leave"})).await;
+    let mut d = chatroom_core::testing::TestClient::connect(&hub);
+    let mut welcome = None;
+    for _ in 0..100 {
+        send(&d, join_frame("three", "D")).await;
+        match d.welcome().await {
+            Ok(w) => {
+                welcome = Some(w);
+                break;
+            }
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    assert_eq!(
+        welcome.expect("room three opens once two is freed").room,
+        "three"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fresh_joins_beyond_a_rooms_join_rate_are_rate_limited() {
+    let hub = hub_with(Limits {
+        room_join_burst: 3,
+        room_joins_per_sec: 2,
+        ..Limits::default()
+    });
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let (c, _) = joined(&hub, "r", &format!("m{i}")).await;
+        members.push(c);
+    }
+    let mut late = chatroom_core::testing::TestClient::connect(&hub);
+    send(
+        &late,
+        json!({"type": "join", "room": "r", "name": "late", "ref": "j"}),
+    )
+    .await;
+    assert_eq!(
+        expect_error(&mut late, "rate_limited").await,
+        Some(json!("j"))
+    );
+    // Another room is not affected; this one takes joins again as the bucket refills.
+    joined(&hub, "other", "x").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    late.join("r", "late").await.expect("a token came back");
+}

@@ -71,6 +71,7 @@ suite!(
     a_fragmented_message_over_the_limit_closes_with_1009,
     http_edges_answer_alike,
     rooms_are_paged_over_http,
+    connection_limits_refuse_at_the_upgrade,
     the_origin_check_compares_schemes_and_fails_closed,
 );
 
@@ -1014,6 +1015,69 @@ async fn rooms_are_paged_over_http(adapter: Adapter) {
             .as_array()
             .map(Vec::len),
         Some(3)
+    );
+}
+
+/// Beyond the connection limits an upgrade is refused with 503 or 429 and a JSON body,
+/// before any WebSocket work; a closed connection gives its place back.
+async fn connection_limits_refuse_at_the_upgrade(adapter: Adapter) {
+    let upgrade = |extra: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=={extra}"
+        )
+    };
+    let server = start_with(
+        adapter,
+        Limits {
+            max_connections: 2,
+            ..Limits::default()
+        },
+    );
+    let mut a = server.connect().await;
+    a.join("r", "A").await;
+    let b = server.connect().await;
+    let r = http_raw(server.addr, upgrade("").as_bytes()).await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains(r#""error":"server_full""#), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    b.close().await;
+    let mut admitted = false;
+    for _ in 0..50 {
+        if http_raw(server.addr, upgrade("").as_bytes()).await.status == 101 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "the closed connection's place is given back");
+
+    let per_address = Server::start(
+        adapter,
+        Hub::builder()
+            .limits(Limits {
+                max_connections_per_address: Some(1),
+                ..Limits::default()
+            })
+            .client_address_header("X-Real-IP")
+            .build(),
+    );
+    let url = per_address.ws_url();
+    let _one = Client::connect_with_headers(&url, &[("x-real-ip", "192.0.2.1")])
+        .await
+        .expect("the first from an address");
+    let _other = Client::connect_with_headers(&url, &[("x-real-ip", "192.0.2.2")])
+        .await
+        .expect("another address");
+    let r = http_raw(
+        per_address.addr,
+        upgrade("\r\nX-Real-IP: 192.0.2.1").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.body.contains(r#""error":"too_many_connections""#),
+        "{}",
+        r.body
     );
 }
 

@@ -11,6 +11,7 @@ const POLITE = {
   empty_message: "Type a message first.",
   not_connected: "Not connected right now, so that was not sent. Reconnecting…",
   invalid_name: "That name cannot be used.",
+  too_many_rooms: "This server has as many rooms as it takes. Please join one of the active rooms.",
 };
 
 const polite = (err) =>

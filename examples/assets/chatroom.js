@@ -243,6 +243,14 @@ export class ChatClient {
       this.raw({ type: "join", room: this.room, name: this.name, ref: "join" });
       return;
     }
+    if (err.ref === "join" && err.code === "rate_limited") {
+      // The room is busy (or takes no more joins this second): try the same join
+      // again after a while, backing off as a reconnect does.
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.sendJoin(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, 10000);
+      return;
+    }
     if (err.ref === "join" && err.code !== "already_joined") {
       this.emit("rejected", err);
       return;

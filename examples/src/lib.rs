@@ -26,6 +26,9 @@ pub struct SiteConfig {
     pub origins: OriginPolicy,
     /// The scheme the site is served under (`CHATROOM_SCHEME`); `None`: each request's.
     pub scheme: Option<Scheme>,
+    /// The header a trusted proxy puts the client's address in
+    /// (`CHATROOM_ADDRESS_HEADER`), for the per-address connection limit.
+    pub address_header: Option<String>,
 }
 
 /// A configuration variable that could not be used.
@@ -120,7 +123,18 @@ impl SiteConfig {
             ping_interval,
             ping_timeout: ms("CHATROOM_PING_TIMEOUT_MS", d.ping_timeout)?,
             room_queue: count("CHATROOM_ROOM_QUEUE", d.room_queue)?,
+            max_connections: count("CHATROOM_MAX_CONNECTIONS", d.max_connections)?,
+            max_connections_per_address: match get("CHATROOM_MAX_CONNECTIONS_PER_ADDRESS") {
+                None => None,
+                Some(_) => Some(count("CHATROOM_MAX_CONNECTIONS_PER_ADDRESS", 1)?),
+            },
+            max_rooms: count("CHATROOM_MAX_ROOMS", d.max_rooms)?,
+            room_joins_per_sec: small("CHATROOM_ROOM_JOINS_PER_SEC", d.room_joins_per_sec)?,
+            room_join_burst: small("CHATROOM_ROOM_JOIN_BURST", d.room_join_burst)?,
         };
+        let address_header = get("CHATROOM_ADDRESS_HEADER")
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
         let origins = match get("CHATROOM_ORIGINS") {
             None => OriginPolicy::SameHost,
             Some((_, v)) if v.trim() == "*" => OriginPolicy::Any,
@@ -141,6 +155,7 @@ impl SiteConfig {
             limits,
             origins,
             scheme,
+            address_header,
         })
     }
 
@@ -151,13 +166,16 @@ impl SiteConfig {
 
     /// A hub builder with this configuration, for more settings (the rooms' runtime).
     pub fn hub_builder(&self) -> HubBuilder {
-        let builder = Hub::builder()
+        let mut builder = Hub::builder()
             .limits(self.limits.clone())
             .origins(self.origins.clone());
-        match self.scheme {
-            Some(scheme) => builder.scheme(scheme),
-            None => builder,
+        if let Some(scheme) = self.scheme {
+            builder = builder.scheme(scheme);
         }
+        if let Some(header) = &self.address_header {
+            builder = builder.client_address_header(header);
+        }
+        builder
     }
 
     /// The configuration, one `VARIABLE=value` a line, for the log at start.
@@ -169,7 +187,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 20] = [
+        let rows: [(&str, String); 26] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -194,6 +212,24 @@ impl SiteConfig {
             ),
             ("CHATROOM_PING_TIMEOUT_MS", ms(l.ping_timeout)),
             ("CHATROOM_ROOM_QUEUE", l.room_queue.to_string()),
+            ("CHATROOM_MAX_CONNECTIONS", l.max_connections.to_string()),
+            (
+                "CHATROOM_MAX_CONNECTIONS_PER_ADDRESS",
+                l.max_connections_per_address
+                    .map_or("(unset: no limit)".into(), |n| n.to_string()),
+            ),
+            (
+                "CHATROOM_ADDRESS_HEADER",
+                self.address_header
+                    .clone()
+                    .unwrap_or_else(|| "(the peer address)".into()),
+            ),
+            ("CHATROOM_MAX_ROOMS", l.max_rooms.to_string()),
+            (
+                "CHATROOM_ROOM_JOINS_PER_SEC",
+                l.room_joins_per_sec.to_string(),
+            ),
+            ("CHATROOM_ROOM_JOIN_BURST", l.room_join_burst.to_string()),
             ("CHATROOM_ORIGINS", origins),
             (
                 "CHATROOM_SCHEME",
