@@ -3,18 +3,28 @@
 //! converts actix-ws messages and serves the HTTP API.
 //!
 //! ```no_run
+//! use std::time::Duration;
+//!
 //! use actix_web::{App, HttpServer, web};
 //! use chatroom_actix::chatroom_core::{Hub, Limits};
 //!
 //! #[actix_web::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let hub = Hub::builder().limits(Limits::default()).build();
+//!     // actix's workers are single-threaded: the rooms get a runtime of their own, so
+//!     // that they run in parallel, apart from the connections.
+//!     let rooms = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+//!     let hub = Hub::builder()
+//!         .limits(Limits::default())
+//!         .runtime(rooms.handle().clone())
+//!         .build();
 //!     let chat = hub.clone();
 //!     let server = HttpServer::new(move || {
 //!         App::new()
 //!             .route("/", web::get().to(|| async { "my app" }))
 //!             .service(web::scope("/chat").configure(chatroom_actix::configure(chat.clone())))
 //!     })
+//!     // The kernel ends sockets whose peer stopped reading (see below).
+//!     .on_connect(chatroom_actix::end_stalled_connections(Duration::from_secs(30)))
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run();
 //!     let handle = server.handle();
@@ -23,7 +33,9 @@
 //!         hub.shutdown().await; // every chat connection closes with 1001
 //!         handle.stop(true).await;
 //!     });
-//!     server.await
+//!     let served = server.await;
+//!     rooms.shutdown_background();
+//!     served
 //! }
 //! ```
 //!

@@ -143,6 +143,21 @@ impl Drop for Admission {
     }
 }
 
+/// The address a connection counts under: an IPv4 address (or one mapped into IPv6)
+/// as it is, an IPv6 address by its /64 network, which one client commonly holds.
+fn counted_as(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
 /// Counts a connection from `address` against the limits, or answers why not.
 fn admit(hub: &Hub, address: Option<IpAddr>) -> Result<Admission, ApiResponse> {
     let limits = hub.limits();
@@ -162,9 +177,9 @@ fn admit(hub: &Hub, address: Option<IpAddr>) -> Result<Admission, ApiResponse> {
         .with_header("retry-after", "5"));
     }
     if let (Some(max), Some(address)) = (limits.max_connections_per_address, address) {
+        let address = counted_as(address);
         let mut per_address = admitted.per_address();
-        let open = per_address.entry(address).or_insert(0);
-        if *open >= max {
+        if per_address.get(&address).copied().unwrap_or(0) >= max {
             return Err(ApiResponse::error(
                 429,
                 "too_many_connections",
@@ -172,7 +187,7 @@ fn admit(hub: &Hub, address: Option<IpAddr>) -> Result<Admission, ApiResponse> {
             )
             .with_header("retry-after", "5"));
         }
-        *open += 1;
+        *per_address.entry(address).or_insert(0) += 1;
         admission.address = Some(address);
     }
     Ok(admission)
@@ -484,6 +499,10 @@ pub async fn name_check(hub: &Hub, room: &str, name: &str) -> ApiResponse {
         NameCheck::Available => ApiResponse::json(200, &answer(None)),
         NameCheck::Taken { .. } => ApiResponse::json(200, &answer(Some(ErrorCode::NameTaken))),
         NameCheck::InvalidName(_) => ApiResponse::json(200, &answer(Some(ErrorCode::InvalidName))),
+        NameCheck::Busy => {
+            ApiResponse::error(503, "room_busy", "the room is busy; ask again in a moment")
+                .with_header("retry-after", "1")
+        }
         NameCheck::InvalidRoom(e) => ApiResponse::error(
             400,
             ErrorCode::InvalidRoom.as_str(),
@@ -670,6 +689,29 @@ mod tests {
         drop((again, p1));
         assert_eq!(hub.admitted().total.load(Ordering::Relaxed), 0);
         assert!(hub.admitted().per_address().is_empty());
+
+        // IPv6 counts by /64; refusals leave nothing behind.
+        let v6 = |a: &'static [u8]| from(&hub, Some(a));
+        let x = v6(b"2001:db8:1:2::1").expect("first in the /64");
+        let y = v6(b"2001:db8:1:2:ffff::9").expect("second in the /64");
+        let third = v6(b"2001:db8:1:2:abcd::1").map(drop).map_err(|r| r.status);
+        assert_eq!(third, Err(429));
+        let z = v6(b"2001:db8:1:3::1").expect("another /64");
+        drop((x, y, z));
+        assert!(hub.admitted().per_address().is_empty());
+        let none = Hub::builder()
+            .limits(crate::Limits {
+                max_connections_per_address: Some(0),
+                ..crate::Limits::default()
+            })
+            .build();
+        for _ in 0..3 {
+            assert!(from(&none, None).is_err());
+        }
+        assert!(
+            none.admitted().per_address().is_empty(),
+            "no entry per refusal"
+        );
     }
 
     #[test]

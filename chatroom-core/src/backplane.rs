@@ -180,15 +180,24 @@ pub struct RoomDetails {
 /// Where rooms live. The in-process implementation is [`crate::local::LocalBackplane`].
 pub(crate) trait Backplane: Send + Sync {
     fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>>;
-    /// The current name of the member holding resume `token` in `room`, if any.
-    fn token_holder(&self, room: NameKey, token: ResumeToken)
-    -> BoxFuture<'_, Option<DisplayName>>;
+    /// The current name of the member holding resume `token` in `room`, if any; busy
+    /// when the room is saturated (the question does not wait in line).
+    fn token_holder(
+        &self,
+        room: NameKey,
+        token: ResumeToken,
+    ) -> BoxFuture<'_, Result<Option<DisplayName>, NotTaken>>;
     /// The rooms after `after` in the directory's order (most members first, then by
     /// display name), at most `limit`, and where the next page starts.
     fn rooms(&self, after: Option<RoomCursor>, limit: usize) -> BoxFuture<'_, RoomsPage>;
     fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>>;
-    /// The display name of the member whose name collides with `name`, if any.
-    fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>>;
+    /// The display name of the member whose name collides with `name`, if any; busy
+    /// when the room is saturated (the question does not wait in line).
+    fn holder(
+        &self,
+        room: NameKey,
+        name: NameKey,
+    ) -> BoxFuture<'_, Result<Option<String>, NotTaken>>;
     /// Posts a system message; the new event's id, or `None` if the room does not exist.
     fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>>;
     /// Holds the room's task until the returned sender is used or dropped; `None` if

@@ -14,11 +14,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use crate::backplane::{Membership, NotTaken};
+use crate::backplane::{Membership, NotTaken, RoomGone};
 use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
 use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict, guarded};
 use crate::hub::Hub;
@@ -211,6 +212,9 @@ struct Driver<T> {
     unjoined_since: Instant,
     last_heard: Instant,
     ping_sent: Option<Instant>,
+    /// A `leave` waits for the room: the member's queue ending without a close frame
+    /// is then the leave taking effect, not the room letting go.
+    leaving: bool,
     span: tracing::Span,
 }
 
@@ -246,6 +250,7 @@ where
         rejections: VecDeque::new(),
         last_heard: now,
         ping_sent: None,
+        leaving: false,
         span: span.clone(),
     };
     // Everything the connection does (hooks included) is logged in its span.
@@ -514,29 +519,10 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         };
         // The room answers once it handled everything queued before the leave: keep
         // delivering meanwhile, or a busy room would fill the member's queue.
-        tokio::pin!(reply);
-        let left = loop {
-            let step = {
-                let Some(joined) = &self.joined else {
-                    return Ok(());
-                };
-                tokio::select! {
-                    biased;
-                    left = &mut reply => Ok(left),
-                    frame = joined.membership.frames.recv() => Err(frame),
-                }
-            };
-            match step {
-                Ok(left) => break left,
-                Err(Received::Frame(frame)) => self.write(Outgoing::Text(frame), false).await?,
-                // The leave itself ends the queue, just before the room answers it.
-                Err(Received::Ended(close)) => match (&mut reply).await {
-                    Ok(true) => break Ok(true),
-                    _ => return Err(self.released_by_room(close)),
-                },
-            }
-        };
-        match left {
+        self.leaving = true;
+        let left = self.await_leave(reply).await;
+        self.leaving = false;
+        match left? {
             Ok(true) => {}
             // This connection no longer holds the membership (a newer one took it over,
             // or the room cut it off): nothing changed, and the close that says why is
@@ -556,6 +542,36 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         }
         tracing::debug!(parent: &self.span, "left");
         Ok(())
+    }
+
+    /// Waits for the room's answer to a leave while delivering what the room sends.
+    async fn await_leave(
+        &mut self,
+        mut reply: BoxFuture<'static, Result<bool, RoomGone>>,
+    ) -> Result<Result<bool, RoomGone>, Ending> {
+        loop {
+            let step = {
+                let Some(joined) = &self.joined else {
+                    return Ok(Ok(false));
+                };
+                tokio::select! {
+                    biased;
+                    left = &mut reply => Ok(left),
+                    frame = joined.membership.frames.recv() => Err(frame),
+                }
+            };
+            match step {
+                Ok(left) => return Ok(left),
+                Err(Received::Frame(frame)) => self.write(Outgoing::Text(frame), false).await?,
+                // The leave itself ends the queue, just before the room answers it.
+                Err(Received::Ended(close)) => {
+                    return match (&mut reply).await {
+                        Ok(true) => Ok(Ok(true)),
+                        _ => Err(self.released_by_room(close)),
+                    };
+                }
+            }
+        }
     }
 
     /// The room ended the membership: close as it asked.
@@ -618,7 +634,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         };
         let (deadline, late) = self.write_deadline(Instant::now(), bytes);
         let cancel = self.hub.cancel_token();
-        let (hub, span) = (&self.hub, &self.span);
+        let (hub, span, leaving) = (&self.hub, &self.span, self.leaving);
         let sink = &mut self.io;
         let frames = self.joined.as_ref().map(|j| &j.membership.frames);
         let write = async move {
@@ -649,6 +665,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         tokio::pin!(timer);
         // Set once the connection must close while the write is under way.
         let mut closing: Option<CloseFrame> = None;
+        let mut release_seen = false;
         loop {
             tokio::select! {
                 biased;
@@ -659,9 +676,14 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
                         (Ok(()), None) => Ok(()),
                     };
                 }
-                close = &mut released, if closing.is_none() => {
-                    closing = Some(release_frame(close, hub, span));
-                    timer.as_mut().reset(deadline.min(Instant::now() + CLOSE_WRITE_TIMEOUT));
+                close = &mut released, if closing.is_none() && !release_seen => {
+                    release_seen = true;
+                    // While leaving, an end without a close frame is the leave itself:
+                    // the write goes on, and the leave's answer follows.
+                    if close.is_some() || !leaving {
+                        closing = Some(release_frame(close, hub, span));
+                        timer.as_mut().reset(deadline.min(Instant::now() + CLOSE_WRITE_TIMEOUT));
+                    }
                 }
                 () = cancel.cancelled(), if closing.is_none() => {
                     closing = Some(CloseFrame::going_away());

@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, Membership, RoomCursor, RoomDetails, RoomSummary,
-    RoomsPage,
+    Backplane, Entry, JoinFailure, JoinRequest, Membership, NotTaken, RoomCursor, RoomDetails,
+    RoomSummary, RoomsPage,
 };
 use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
@@ -25,9 +25,9 @@ use crate::token::ResumeToken;
 /// A handle to a set of rooms: serve connections, inspect rooms, post, kick, shut down.
 ///
 /// Cloning is cheap and every clone is the same hub. Rooms are created on first join
-/// and freed once no member, present or away, is left. Room tasks run on the runtime
-/// that was current when the hub was built (or the one given to
-/// [`HubBuilder::runtime`]); `Hub::new` itself needs no runtime, and a hub built
+/// and freed once no member, present or away, is left. Room tasks run on the
+/// multi-threaded runtime that was current when the hub was built (or the one given
+/// to [`HubBuilder::runtime`]); `Hub::new` itself needs no runtime, and a hub built
 /// outside one starts each room on the runtime of the connection that creates it.
 #[derive(Clone)]
 pub struct Hub {
@@ -109,8 +109,9 @@ impl HubBuilder {
     }
 
     /// Runs the room tasks (and the `on_event` hooks) on this runtime. By default they
-    /// run on the runtime that is current when the hub is built, or, for a hub built
-    /// outside any runtime, on the runtime of the connection that creates each room.
+    /// run on the multi-threaded runtime that is current when the hub is built, or,
+    /// for a hub built outside one, on the runtime of the connection that creates each
+    /// room.
     ///
     /// Connections run wherever the web framework runs them; rooms are independent of
     /// them. With actix-web, whose workers are single-threaded runtimes, give the hub a
@@ -144,9 +145,14 @@ impl HubBuilder {
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(AllowAll));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let runtime = self
-            .runtime
-            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        // A multi-threaded runtime current at build time runs the rooms; a
+        // current-thread one is not adopted (it may not be driven while the hub is
+        // used, and it would run every room on one thread).
+        let runtime = self.runtime.or_else(|| {
+            tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        });
         let backplane = Box::new(LocalBackplane::new(
             limits.clone(),
             hooks.clone(),
@@ -184,6 +190,8 @@ pub enum NameCheck {
     InvalidName(NameError),
     /// The room name is not valid.
     InvalidRoom(NameError),
+    /// The room is saturated and did not take the question; ask again in a moment.
+    Busy,
 }
 
 /// Why [`Hub::post`] failed.
@@ -380,10 +388,11 @@ impl Hub {
         // renamed that often in that instant is answered `unavailable` and may retry.
         for _ in 0..4 {
             let backplane = &self.inner.backplane;
-            let name = backplane
-                .token_holder(room.key().clone(), token)
-                .await
-                .ok_or(JoinError::ResumeFailed)?;
+            let name = match backplane.token_holder(room.key().clone(), token).await {
+                Ok(Some(name)) => name,
+                Ok(None) | Err(NotTaken::Gone) => return Err(JoinError::ResumeFailed),
+                Err(NotTaken::Busy) => return Err(JoinError::RoomBusy),
+            };
             self.authorize(context, room, &name, true).await?;
             let request = JoinRequest {
                 room: room.clone(),
@@ -405,12 +414,12 @@ impl Hub {
         self.inner.backplane.rooms(None, usize::MAX).await.rooms
     }
 
-    /// At most `limit` rooms in [`Hub::rooms`]'s order, starting after `after` (from
+    /// At most `limit` rooms (at least one) in [`Hub::rooms`]'s order, starting after `after` (from
     /// the start with `None`), and the cursor of the next page if there are more. The
     /// listing is kept up to date by the rooms themselves: reading it waits for no
     /// room and takes no lock that a join needs.
     pub async fn rooms_page(&self, after: Option<RoomCursor>, limit: usize) -> RoomsPage {
-        self.inner.backplane.rooms(after, limit).await
+        self.inner.backplane.rooms(after, limit.max(1)).await
     }
 
     /// A room's display name and members in join order; `None` if it does not exist
@@ -439,8 +448,9 @@ impl Hub {
             .holder(room.key().clone(), name.key().clone())
             .await
         {
-            Some(holder) => NameCheck::Taken { holder },
-            None => NameCheck::Available,
+            Ok(Some(holder)) => NameCheck::Taken { holder },
+            Ok(None) | Err(NotTaken::Gone) => NameCheck::Available,
+            Err(NotTaken::Busy) => NameCheck::Busy,
         }
     }
 

@@ -54,11 +54,14 @@ pub struct Limits {
     /// Open chat connections, in total (default 250,000). Beyond it an upgrade is
     /// refused with `503 {"error": "server_full"}` before any WebSocket work.
     pub max_connections: usize,
-    /// Open chat connections per client address (default `None`: no limit). Beyond
+    /// Open chat connections per client address, an IPv6 address counting by its /64
+    /// network (default `None`: no limit). Beyond
     /// it an upgrade is refused with `429 {"error": "too_many_connections"}`. Off by
     /// default because behind a reverse proxy every client has the proxy's address:
     /// when it is on, let the hub read the client's address from the proxy's header
     /// ([`HubBuilder::client_address_header`](crate::HubBuilder::client_address_header)).
+    /// It applies where the address is known: axum knows the peer's only when served
+    /// with `into_make_service_with_connect_info::<SocketAddr>()`.
     pub max_connections_per_address: Option<usize>,
     /// Rooms in total (default 100,000). A fresh join that would open one more is
     /// answered `too_many_rooms`.

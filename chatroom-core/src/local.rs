@@ -113,15 +113,26 @@ struct RoomEntry {
     roster: Arc<Mutex<Arc<str>>>,
 }
 
-/// The sending side of a room task's command queue.
+/// The sending side of a room task's command queue, and the runtime rooms run on.
 #[derive(Clone)]
-struct RoomHandle(mpsc::Sender<Command>);
+struct RoomHandle(mpsc::Sender<Command>, Option<tokio::runtime::Handle>);
 
 impl RoomHandle {
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.0.send(make(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// [`call`](Self::call) without waiting for room in the queue: what a client's
+    /// request asks of a room must not wait in line behind a saturated one.
+    async fn call_now<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NotTaken> {
+        let (tx, rx) = oneshot::channel();
+        self.offer(make(tx))?;
+        rx.await.map_err(|_| NotTaken::Gone)
     }
 }
 
@@ -174,7 +185,7 @@ impl LocalBackplane {
                 let generation = shared.next_id();
                 let members = Arc::new(AtomicUsize::new(0));
                 let roster: Arc<Mutex<Arc<str>>> = Arc::new(Mutex::new(Arc::from("[]")));
-                let handle = RoomHandle(tx);
+                let handle = RoomHandle(tx, shared.runtime.clone());
                 v.insert(RoomEntry {
                     handle: handle.clone(),
                     generation,
@@ -203,7 +214,7 @@ impl LocalBackplane {
                         Instant::now(),
                     ),
                 };
-                let span = tracing::debug_span!("room", room = %room);
+                let span = tracing::debug_span!(parent: None, "room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
                 let run = async move {
                     // A panic (a bug) ends the room: its members' queues are dropped, so
@@ -301,12 +312,16 @@ impl Backplane for LocalBackplane {
         &self,
         room: NameKey,
         token: ResumeToken,
-    ) -> BoxFuture<'_, Option<DisplayName>> {
+    ) -> BoxFuture<'_, Result<Option<DisplayName>, NotTaken>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
-            handle?
-                .call(|reply| Command::TokenHolder { token, reply })
-                .await?
+            match handle {
+                Some(h) => {
+                    h.call_now(|reply| Command::TokenHolder { token, reply })
+                        .await
+                }
+                None => Ok(None),
+            }
         })
     }
 
@@ -316,15 +331,20 @@ impl Backplane for LocalBackplane {
             Some(c) => Bound::Excluded((Reverse(c.members), Arc::<str>::from(c.room.as_str()))),
             None => Bound::Unbounded,
         };
-        let mut page: Vec<RoomSummary> = directory
+        let listed: Vec<Listed> = directory
             .range((start, Bound::Unbounded))
             .take(limit.saturating_add(1))
-            .map(|(Reverse(members), room)| RoomSummary {
-                room: room.to_string(),
-                members: *members,
-            })
+            .cloned()
             .collect();
         drop(directory);
+        // Strings are made once the lock that rooms update is given back.
+        let mut page: Vec<RoomSummary> = listed
+            .into_iter()
+            .map(|(Reverse(members), room)| RoomSummary {
+                room: room.to_string(),
+                members,
+            })
+            .collect();
         let next = (page.len() > limit).then(|| {
             page.truncate(limit);
             page.last().map(|last| RoomCursor {
@@ -360,12 +380,17 @@ impl Backplane for LocalBackplane {
         Box::pin(std::future::ready(details))
     }
 
-    fn holder(&self, room: NameKey, name: NameKey) -> BoxFuture<'_, Option<String>> {
+    fn holder(
+        &self,
+        room: NameKey,
+        name: NameKey,
+    ) -> BoxFuture<'_, Result<Option<String>, NotTaken>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
-            handle?
-                .call(|reply| Command::Holder { name, reply })
-                .await?
+            match handle {
+                Some(h) => h.call_now(|reply| Command::Holder { name, reply }).await,
+                None => Ok(None),
+            }
         })
     }
 
@@ -499,10 +524,15 @@ impl MemberChannel for RoomHandle {
             // If the room is gone, so is the membership: nothing to do. A full queue
             // does not hold up the connection's close: the command waits on a task.
             if let Err(NotTaken::Busy) = self.offer(Command::Disconnect { member, link }) {
+                // On the rooms' runtime: the connection's may be going away.
                 let queue = self.0.clone();
-                tokio::spawn(async move {
+                let send = async move {
                     let _ = queue.send(Command::Disconnect { member, link }).await;
-                });
+                };
+                match &self.1 {
+                    Some(runtime) => drop(runtime.spawn(send)),
+                    None => drop(tokio::spawn(send)),
+                }
             }
         })
     }
@@ -625,7 +655,7 @@ impl Observer {
                 left.fetch_sub(1, Ordering::Relaxed);
             }
         };
-        let span = tracing::debug_span!("on_event", room = %room);
+        let span = tracing::debug_span!(parent: None, "on_event", room = %room);
         shared.spawn(observe.instrument(span));
         Observer { events, backlog }
     }
@@ -693,7 +723,10 @@ impl RoomActor {
                     cmd = self.rx.recv() => match cmd {
                         Some(Command::Pause { paused, resume }) => {
                             let _ = paused.send(());
-                            let _ = resume.await;
+                            tokio::select! {
+                                _ = resume => {}
+                                () = cancel.cancelled() => break,
+                            }
                         }
                         Some(cmd) => {
                             if due() {
@@ -954,6 +987,9 @@ impl RoomActor {
             }
             Event::Message(_) => {}
         }
+        // What readers outside the room see is up to date before anyone hears of the
+        // event (a joiner's welcome, a hook that asks the hub).
+        self.publish();
         self.observer.observe(&event.event);
     }
 

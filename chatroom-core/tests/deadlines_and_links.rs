@@ -359,3 +359,51 @@ async fn a_saturated_room_answers_busy_at_once_and_never_stalls_a_sender() {
         .await
         .expect("joins once the room has room");
 }
+
+/// A leave waits for the room while the member's writes are slow: the room's end of
+/// the member's frames is the leave itself, not a reason to close the connection.
+#[tokio::test]
+async fn a_leave_behind_a_backlog_with_a_slow_reader_leaves_cleanly() {
+    let hub = hub_with(Limits {
+        rate_burst: 1000,
+        rate_per_sec: 1000,
+        ..Limits::default()
+    });
+    // Room for one frame between the server and this client until it reads.
+    let mut slow = TestClient::connect_with(&hub, ConnectionContext::new(), 1);
+    slow.join("r", "Slow").await.expect("joins");
+    let (f, _) = joined(&hub, "r", "F").await;
+    expect_event(&mut slow).await; // F joined
+    // The room's queue: F's three messages, a second pause, then Slow's leave.
+    let first = pause_room(&hub, "r").await.expect("the room exists");
+    for i in 0..3 {
+        send(&f, json!({"type": "send", "text": format!("m{i}")})).await;
+    }
+    settle().await;
+    let later = hub.clone();
+    let second = tokio::spawn(async move { pause_room(&later, "r").await });
+    settle().await;
+    send(&slow, json!({"type": "leave"})).await;
+    settle().await;
+    // The messages reach Slow's queue; Slow's driver, waiting for its leave's answer,
+    // writes them, and blocks on the second (the client reads nothing yet).
+    first.resume();
+    let second = second.await.expect("no panic").expect("held again");
+    settle().await;
+    // Now the room takes the leave and ends Slow's queue while that write waits.
+    second.resume();
+    settle().await;
+    for i in 0..3 {
+        let e = expect_event(&mut slow).await;
+        assert!(
+            matches!(&e, Event::Message(m) if *m.text == *format!("m{i}")),
+            "{e:?}"
+        );
+    }
+    // Out of the room, not closed: the socket joins again.
+    let w = slow
+        .join("r", "Slow")
+        .await
+        .expect("joins again on the same socket");
+    assert_eq!(w.members, ["F", "Slow"]);
+}

@@ -50,20 +50,28 @@ function lobby() {
     pages += 1;
     refresh();
   });
+  let refreshing = false;
+  let again = false;
   async function refresh() {
+    if (refreshing) {
+      again = true; // asked for while one runs: once more when it is done
+      return;
+    }
+    refreshing = true;
     try {
-      const rooms = [];
+      // Counts may change between pages: a room that moved is shown once.
+      const rooms = new Map();
       let query = `limit=${PAGE}`;
       let next = null;
       for (let page = 0; page < pages && query; page++) {
         const response = await fetch(`/rooms?${query}`);
-        rooms.push(...(await response.json()));
+        for (const r of await response.json()) if (!rooms.has(r.room)) rooms.set(r.room, r);
         next = /<\?([^>]*)>;\s*rel="next"/.exec(response.headers.get("link") || "");
         query = next ? next[1] : null;
       }
       more.hidden = !next;
       list.replaceChildren(
-        ...rooms.map(({ room, members }) => {
+        ...[...rooms.values()].map(({ room, members }) => {
           const li = document.createElement("li");
           const a = document.createElement("a");
           a.href = `/room/${encodeURIComponent(room)}`;
@@ -75,9 +83,15 @@ function lobby() {
           return li;
         }),
       );
-      $("no-rooms").hidden = rooms.length > 0;
+      $("no-rooms").hidden = rooms.size > 0;
     } catch {
       // The server is restarting; try again on the next tick.
+    } finally {
+      refreshing = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
     }
   }
   refresh();

@@ -260,6 +260,7 @@ export class ChatClient {
 
   closed(code, reason) {
     this.joined = false;
+    clearTimeout(this.timer); // a join retry belonged to the socket that closed
     for (const { reject } of this.pending.values()) {
       reject({ code: "not_connected", message: "connection lost" });
     }
