@@ -22,6 +22,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_with_config};
 
+mod abuse;
+mod http;
+mod soak;
+
+pub use abuse::{AbuseFigures, AbusePhase, AbusePlan};
+pub use soak::{SoakFigures, SoakPlan, open_fds};
+
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Each client's WebSocket read buffer.
@@ -56,6 +63,11 @@ pub enum Scenario {
     },
     /// `cycles` join/send/leave cycles, `concurrency` at a time.
     Churn { cycles: u32, concurrency: u32 },
+    /// Steady traffic, churn, drops and resumes, renames, stalled readers and invalid
+    /// frames for a bounded time; then the server must be back where it started.
+    Soak(SoakPlan),
+    /// One big room's delivery latency alone and under three abuses.
+    Abuse(AbusePlan),
 }
 
 /// The server under load.
@@ -94,6 +106,10 @@ pub struct Report {
     pub rss_per_connection: Option<f64>,
     /// Server CPU microseconds (user + system) per cycle (churn, with a pid).
     pub server_cpu_us_per_cycle: Option<f64>,
+    /// The soak scenario's figures.
+    pub soak: Option<SoakFigures>,
+    /// The abuse scenario's figures.
+    pub abuse: Option<AbuseFigures>,
 }
 
 impl Report {
@@ -132,6 +148,16 @@ impl Report {
         }
         if let Some(rss) = self.rss_per_connection {
             out += &row("RSS/connection", format!("{:.0} bytes", rss));
+        }
+        if let Some(soak) = &self.soak {
+            for (k, v) in soak.rows() {
+                out += &row(k, v);
+            }
+        }
+        if let Some(abuse) = &self.abuse {
+            for (k, v) in abuse.rows() {
+                out += &row(&k, v);
+            }
         }
         out += &row("time", format!("{:.2} s", self.seconds));
         out
@@ -189,9 +215,9 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Connects from the `n`th source address (127.0.0.2, 127.0.0.3, ...: about 28k
-/// ephemeral ports each) and joins `room` as `name`.
-async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
+/// Opens a WebSocket to the chat endpoint from the `n`th source address (127.0.0.2,
+/// 127.0.0.3, ...: about 28k ephemeral ports each), without joining.
+pub(crate) async fn open(target: &Target, n: u32) -> Result<Socket, String> {
     let source_count = 200u32;
     let source = Ipv4Addr::new(
         127,
@@ -199,19 +225,30 @@ async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
         (2 + n % source_count / 250) as u8,
         (2 + n % source_count % 250) as u8,
     );
-    let socket = TcpSocket::new_v4().expect("socket");
+    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
-        .expect("bind a loopback source address");
-    let stream = socket.connect(target.addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
+        .map_err(|e| format!("bind a loopback source address: {e}"))?;
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("nodelay: {e}"))?;
     let url = format!("ws://{}/ws", target.addr);
     // tungstenite zero-fills its whole read buffer before every read (128 KiB by
     // default): a small one keeps the generator's CPU for the server.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let (mut ws, _) = client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config))
+    let (ws, _) = client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config))
         .await
-        .expect("upgrade");
+        .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws)
+}
+
+/// Connects from the `n`th source address and joins `room` as `name`.
+async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
+    let mut ws = open(target, n).await.expect("connect");
     let join = serde_json::json!({"type": "join", "room": room, "name": name});
     ws.send(Message::text(join.to_string()))
         .await
@@ -316,6 +353,32 @@ pub async fn run(scenario: &Scenario, target: Target) -> Report {
             cycles,
             concurrency,
         } => churn(target, cycles, concurrency).await,
+        Scenario::Soak(ref plan) => {
+            let started = Instant::now();
+            let figures = soak::soak(target, plan.clone()).await;
+            Report {
+                scenario: "soak".into(),
+                expected: figures.events + figures.lost,
+                delivered: figures.events,
+                lost: figures.lost,
+                seconds: started.elapsed().as_secs_f64(),
+                soak: Some(figures),
+                ..Report::default()
+            }
+        }
+        Scenario::Abuse(ref plan) => {
+            let started = Instant::now();
+            let figures = abuse::abuse(target, plan.clone()).await;
+            Report {
+                scenario: "abuse".into(),
+                expected: figures.phases.iter().map(|p| p.expected).sum(),
+                delivered: figures.phases.iter().map(|p| p.delivered).sum(),
+                lost: figures.lost,
+                seconds: started.elapsed().as_secs_f64(),
+                abuse: Some(figures),
+                ..Report::default()
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The load generator runs a tiny bounded scenario of each kind against a real server.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
-use chatroom_benches::{Scenario, Target, run};
+use chatroom_benches::{AbusePlan, Scenario, Target, run};
 use chatroom_core::{Hub, Limits};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,4 +74,29 @@ async fn every_scenario_runs_small_and_loses_nothing() {
     assert_eq!((churn.delivered, churn.lost), (20, 0));
     assert!(churn.joins_per_sec > 0.0);
     assert!(chatroom_benches::check_target("10.0.0.1:80".parse().expect("addr")).is_err());
+
+    // The abuse scenario, tiny: four phases, each abuse doing something, nothing lost.
+    let abuse = run(
+        &Scenario::Abuse(AbusePlan {
+            members: 20,
+            senders: 2,
+            rate: 20,
+            seconds: 1,
+            http: 3,
+            churners: 3,
+            nonreaders: 3,
+        }),
+        target,
+    )
+    .await;
+    let figures = abuse.abuse.expect("abuse figures");
+    let phases: Vec<&str> = figures.phases.iter().map(|p| p.phase.as_str()).collect();
+    assert_eq!(phases, ["alone", "http", "join-leave", "non-readers"]);
+    for p in &figures.phases {
+        assert!(p.sent > 0, "{p:?}");
+        assert_eq!(p.delivered, p.expected, "{p:?}");
+        assert!(p.latency_us[1] > 0, "{p:?}");
+    }
+    assert!(figures.phases[1..].iter().all(|p| p.abuse_ops > 0));
+    assert_eq!((figures.lost, figures.duplicated), (0, 0));
 }

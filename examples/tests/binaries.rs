@@ -1,5 +1,6 @@
 //! The two site binaries as a user runs them: configuration from the environment,
-//! headers of the pages, and a graceful shutdown on SIGTERM that closes chats with 1001.
+//! headers of the pages, a graceful shutdown on SIGTERM that closes chats with 1001,
+//! and a short soak (`chatroom-load soak`) after which each is back where it started.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::io::{BufRead, BufReader};
@@ -17,7 +18,12 @@ const BINARIES: [&str; 2] = [
 ];
 
 fn start(binary: &str) -> (Child, SocketAddr) {
+    start_with(binary, &[])
+}
+
+fn start_with(binary: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = Command::new(binary)
+        .envs(env.iter().copied())
         .env("CHATROOM_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -113,5 +119,90 @@ async fn pages_carry_a_strict_csp_and_sigterm_closes_chats_with_1001() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(exit.success(), "{binary} exited with {exit}");
+    }
+}
+
+/// The soak scenario for 20 seconds against each site (a short resume grace and
+/// keepalive, so that dropped members expire and stalled readers are cut within the
+/// run): nothing lost or duplicated, no healthy member cut off, every stalled reader
+/// dropped by the server, and nothing left over once the clients are gone (rooms,
+/// members, descriptors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_loses_nothing_and_leaves_nothing_behind() {
+    use chatroom_benches::{Scenario, SoakPlan, Target, run};
+    chatroom_benches::raise_fd_limit(20_000);
+    for binary in BINARIES {
+        let (mut child, addr) = start_with(
+            binary,
+            &[
+                ("CHATROOM_RESUME_GRACE_MS", "2000"),
+                ("CHATROOM_PING_INTERVAL_MS", "2000"),
+                ("CHATROOM_PING_TIMEOUT_MS", "2000"),
+            ],
+        );
+        let plan = SoakPlan {
+            seconds: 20,
+            // A short first round, so the start figures are those of a server that has
+            // served (actix starts its workers' descriptors lazily).
+            warmup: Duration::from_secs(3),
+            rooms: 6,
+            members: 5,
+            send_every: Duration::from_millis(500),
+            action_every: Duration::from_secs(3),
+            pause: Duration::from_millis(300),
+            churners: 3,
+            churn_pause: Duration::from_millis(100),
+            bursters: 1,
+            stall_every: Duration::from_secs(2),
+            // The keepalive bound is 4 s; the margin covers a loaded CI machine.
+            stall_bound: Duration::from_secs(7),
+            settle: Duration::from_secs(20),
+            sample_every: Duration::from_secs(5),
+        };
+        let target = Target {
+            addr,
+            pid: Some(child.id()),
+        };
+        let report = run(&Scenario::Soak(plan), target).await;
+        eprintln!("{binary}\n{}", report.table());
+        let soak = report.soak.expect("soak figures");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            (soak.lost, soak.duplicated, soak.gaps),
+            (0, 0, 0),
+            "{binary}"
+        );
+        assert_eq!((soak.unanswered, soak.resume_failed), (0, 0), "{binary}");
+        assert!(
+            soak.member_closes.is_empty(),
+            "{binary}: {:?}",
+            soak.member_closes
+        );
+        assert!(
+            soak.connect_errors.is_empty(),
+            "{binary}: {:?}",
+            soak.connect_errors
+        );
+        assert!(
+            soak.acked > 100 && soak.resumes > 0 && soak.renames > 0,
+            "{binary}"
+        );
+        assert!(
+            soak.churn_cycles > 0 && soak.churn_drops > 0 && soak.bursts > 0,
+            "{binary}"
+        );
+        assert!(soak.stallers_due > 0, "{binary}");
+        assert_eq!(soak.stallers_dropped, soak.stallers_due, "{binary}");
+        assert_eq!(
+            (soak.leftover_rooms, soak.leftover_members),
+            (0, 0),
+            "{binary}"
+        );
+        let (start, end) = (soak.fds_start.expect("fds"), soak.fds_end.expect("fds"));
+        assert!(
+            end <= start,
+            "{binary}: {start} descriptors at the start, {end} at the end"
+        );
     }
 }

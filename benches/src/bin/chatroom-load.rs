@@ -5,6 +5,14 @@
 //! chatroom-load steady --addr 127.0.0.1:8080 [--pid P] --rooms 10 --clients 50 --rate 200 --seconds 10
 //! chatroom-load idle   --addr 127.0.0.1:8080 [--pid P] --connections 10000 --rooms 1000 --seconds 30
 //! chatroom-load churn  --addr 127.0.0.1:8080 [--pid P] --cycles 2000 --concurrency 10
+//! chatroom-load soak   --addr 127.0.0.1:8080 [--pid P] --seconds 600 --warmup-ms 30000
+//!                      --rooms 40 --members 10
+//!                      --send-every-ms 2000 --action-every-ms 20000 --pause-ms 2000
+//!                      --churners 8 --churn-pause-ms 200 --bursters 2
+//!                      --stall-every-ms 10000 --stall-bound-ms 45000
+//!                      --settle-ms 60000 --sample-every-ms 60000
+//! chatroom-load abuse  --addr 127.0.0.1:8080 --members 500 --senders 20 --rate 100 --seconds 20
+//!                      --http 200 --churners 200 --nonreaders 100
 //! ```
 //!
 //! `--threads N` sets the generator's worker threads (default 2).
@@ -13,13 +21,15 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use chatroom_benches::{Scenario, Target, check_target, raise_fd_limit, run};
+use std::time::Duration;
+
+use chatroom_benches::{AbusePlan, Scenario, SoakPlan, Target, check_target, raise_fd_limit, run};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((scenario, rest)) = args.split_first() else {
         eprintln!(
-            "usage: chatroom-load burst|steady|idle|churn --addr HOST:PORT [--pid PID] [options]"
+            "usage: chatroom-load burst|steady|idle|churn|soak|abuse --addr HOST:PORT [--pid PID] [options]"
         );
         return ExitCode::from(2);
     };
@@ -73,6 +83,41 @@ fn main() -> ExitCode {
                 cycles: num("cycles", 2000)?,
                 concurrency: num("concurrency", 10)?,
             },
+            "soak" => {
+                let d = SoakPlan::default();
+                let ms = |k: &str, d: Duration| -> Result<Duration, String> {
+                    let default = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+                    Ok(Duration::from_millis(u64::from(num(k, default)?)))
+                };
+                Scenario::Soak(SoakPlan {
+                    seconds: num("seconds", d.seconds)?,
+                    warmup: ms("warmup-ms", d.warmup)?,
+                    rooms: num("rooms", d.rooms)?,
+                    members: num("members", d.members)?,
+                    send_every: ms("send-every-ms", d.send_every)?,
+                    action_every: ms("action-every-ms", d.action_every)?,
+                    pause: ms("pause-ms", d.pause)?,
+                    churners: num("churners", d.churners)?,
+                    churn_pause: ms("churn-pause-ms", d.churn_pause)?,
+                    bursters: num("bursters", d.bursters)?,
+                    stall_every: ms("stall-every-ms", d.stall_every)?,
+                    stall_bound: ms("stall-bound-ms", d.stall_bound)?,
+                    settle: ms("settle-ms", d.settle)?,
+                    sample_every: ms("sample-every-ms", d.sample_every)?,
+                })
+            }
+            "abuse" => {
+                let d = AbusePlan::default();
+                Scenario::Abuse(AbusePlan {
+                    members: num("members", d.members)?,
+                    senders: num("senders", d.senders)?,
+                    rate: num("rate", d.rate)?,
+                    seconds: num("seconds", d.seconds)?,
+                    http: num("http", d.http)?,
+                    churners: num("churners", d.churners)?,
+                    nonreaders: num("nonreaders", d.nonreaders)?,
+                })
+            }
             other => return Err(format!("unknown scenario {other}")),
         };
         // The generator's own worker threads (it shares the machine with the server).
