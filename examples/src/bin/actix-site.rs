@@ -10,6 +10,7 @@ use chatroom_examples::{CSP, Page, SiteConfig, error_page, page};
 #[actix_web::main]
 async fn main() -> ExitCode {
     chatroom_examples::init_logging();
+    chatroom_examples::tune_allocator();
     let config = match SiteConfig::from_env() {
         Ok(config) => config,
         Err(e) => {
