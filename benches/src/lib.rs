@@ -246,16 +246,23 @@ pub(crate) async fn open(target: &Target, n: u32) -> Result<Socket, String> {
     Ok(ws)
 }
 
-/// Connects from the `n`th source address and joins `room` as `name`.
+/// Connects from the `n`th source address and joins `room` as `name`; a join refused
+/// as `rate_limited` (the room's join rate) is tried again after a moment, as a client
+/// would, for up to `DRAIN_LIMIT`.
 async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
     let mut ws = open(target, n).await.expect("connect");
-    let join = serde_json::json!({"type": "join", "room": room, "name": name});
-    ws.send(Message::text(join.to_string()))
-        .await
-        .expect("join");
+    let join = serde_json::json!({"type": "join", "room": room, "name": name}).to_string();
+    ws.send(Message::text(join.as_str())).await.expect("join");
+    let give_up = Instant::now() + DRAIN_LIMIT;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.contains(r#""type":"welcome""#) => return ws,
+            Some(Ok(Message::Text(t)))
+                if t.contains(r#""code":"rate_limited""#) && Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ws.send(Message::text(join.as_str())).await.expect("join");
+            }
             Some(Ok(Message::Text(t))) if t.contains(r#""type":"error""#) => {
                 panic!("join refused: {t}")
             }
