@@ -18,22 +18,20 @@
 //!         .runtime(rooms.handle().clone())
 //!         .build();
 //!     let chat = hub.clone();
-//!     let server = HttpServer::new(move || {
+//!     let served = HttpServer::new(move || {
 //!         App::new()
 //!             .route("/", web::get().to(|| async { "my app" }))
 //!             .service(web::scope("/chat").configure(chatroom_actix::configure(chat.clone())))
 //!     })
 //!     // The kernel ends sockets whose peer stopped reading (see below).
 //!     .on_connect(chatroom_actix::end_stalled_connections(Duration::from_secs(30)))
+//!     // On SIGINT or SIGTERM every chat closes with 1001, then the server stops
+//!     // gracefully. (This replaces actix's own signal handlers: with them, SIGINT
+//!     // starts a forced stop that races the 1001.)
+//!     .shutdown_signal(hub.shutdown_on_signal())
 //!     .bind(("127.0.0.1", 8080))?
-//!     .run();
-//!     let handle = server.handle();
-//!     actix_web::rt::spawn(async move {
-//!         let _ = actix_web::rt::signal::ctrl_c().await;
-//!         hub.shutdown().await; // every chat connection closes with 1001
-//!         handle.stop(true).await;
-//!     });
-//!     let served = server.await;
+//!     .run()
+//!     .await;
 //!     rooms.shutdown_background();
 //!     served
 //! }

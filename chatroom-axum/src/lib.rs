@@ -14,10 +14,8 @@
 //!         .nest("/chat", chatroom_axum::router(hub.clone())); // /chat/ws, /chat/rooms, ...
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //!     axum::serve(listener, app)
-//!         .with_graceful_shutdown(async move {
-//!             let _ = tokio::signal::ctrl_c().await;
-//!             hub.shutdown().await; // every chat connection closes with 1001
-//!         })
+//!         // On SIGINT or SIGTERM every chat closes with 1001, then the server stops.
+//!         .with_graceful_shutdown(hub.shutdown_on_signal())
 //!         .await
 //! }
 //! ```

@@ -493,9 +493,56 @@ impl Hub {
         async move { tracker.wait().await }
     }
 
+    /// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM; then shuts the hub down (every
+    /// chat connection closes with 1001) and completes once it has. Give it to your
+    /// server as its shutdown signal, so that the server stops taking connections and
+    /// finishes only after the chats are closed:
+    ///
+    /// - axum: `axum::serve(listener, app).with_graceful_shutdown(hub.shutdown_on_signal())`;
+    /// - actix-web: `HttpServer::new(..).shutdown_signal(hub.shutdown_on_signal())`. This
+    ///   also replaces actix's own signal handlers, which would otherwise start a
+    ///   *forced* stop on SIGINT at the same moment, so that clients could see 1006
+    ///   instead of 1001.
+    ///
+    /// The signal handlers are installed when the future is first polled. Where they
+    /// cannot be installed, the future waits for the other signal (or forever).
+    pub fn shutdown_on_signal(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let hub = self.clone();
+        async move {
+            wait_for_a_stop_signal().await;
+            tracing::info!("stop signal received: closing every chat connection with 1001");
+            hub.shutdown().await;
+        }
+    }
+
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.cancel.is_cancelled()
+    }
+}
+
+/// SIGINT, or on Unix SIGTERM, whichever comes first.
+async fn wait_for_a_stop_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
     }
 }
 

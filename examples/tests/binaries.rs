@@ -94,31 +94,60 @@ async fn pages_carry_a_strict_csp_and_sigterm_closes_chats_with_1001() {
         let welcome = ws.next().await.expect("frame").expect("ok");
         assert!(welcome.to_text().expect("text").contains("\"welcome\""));
 
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("closed in time");
-        match close {
-            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
-            other => panic!("{binary}: expected close 1001, got {other:?}"),
+        stop_with(binary, &mut child, ws, "TERM").await;
+    }
+}
+
+/// Sends `signal` to the site and checks that the chat `ws` closes with 1001 and the
+/// site exits cleanly.
+async fn stop_with<S>(binary: &str, child: &mut Child, mut ws: S, signal: &str)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed in time");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("{binary}, SIG{signal}: expected close 1001, got {other:?}"),
+    }
+    drop(ws);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
         }
-        drop(ws);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let exit = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{binary} did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert!(exit.success(), "{binary} exited with {exit}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{binary} did not exit after SIG{signal}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{binary} exited with {exit} after SIG{signal}");
+}
+
+/// Ctrl-C (SIGINT) stops the sites as gracefully as SIGTERM: chats close with 1001.
+#[tokio::test]
+async fn sigint_closes_chats_with_1001_too() {
+    for binary in BINARIES {
+        for _ in 0..3 {
+            let (mut child, addr) = start(binary);
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+                .await
+                .expect("upgrade");
+            ws.send(Message::text(r#"{"type":"join","room":"r","name":"A"}"#))
+                .await
+                .expect("send");
+            let welcome = ws.next().await.expect("frame").expect("ok");
+            assert!(welcome.to_text().expect("text").contains("\"welcome\""));
+            stop_with(binary, &mut child, ws, "INT").await;
+        }
     }
 }
 

@@ -56,7 +56,9 @@ async fn main() -> ExitCode {
                 std::future::ready(respond(answer))
             }))
     })
-    .disable_signals()
+    // SIGINT or SIGTERM: every chat closes with 1001, then a graceful stop. This
+    // replaces actix's own signal handlers (a forced stop on SIGINT would race the 1001).
+    .shutdown_signal(hub.shutdown_on_signal())
     .shutdown_timeout(5)
     .client_disconnect_timeout(Duration::from_millis(250))
     // A peer that takes nothing for 10 s past the write deadline is ended by the kernel.
@@ -72,13 +74,6 @@ async fn main() -> ExitCode {
         }
     };
     chatroom_examples::announce("actix-site", addr, &config);
-    let handle = server.handle();
-    actix_web::rt::spawn(async move {
-        chatroom_examples::shutdown_signal().await;
-        tracing::info!("shutting down: closing every chat connection with 1001");
-        hub.shutdown().await;
-        handle.stop(true).await;
-    });
     let served = server.await;
     // Every room has ended by now (the hub was shut down); a runtime may not be
     // dropped inside async code, so it is let go in the background.

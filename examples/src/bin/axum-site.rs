@@ -48,11 +48,8 @@ async fn main() -> ExitCode {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        chatroom_examples::shutdown_signal().await;
-        tracing::info!("shutting down: closing every chat connection with 1001");
-        hub.shutdown().await;
-    })
+    // SIGINT or SIGTERM: every chat closes with 1001, then the server stops.
+    .with_graceful_shutdown(hub.shutdown_on_signal())
     .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
