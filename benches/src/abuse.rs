@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::HttpClient;
-use crate::{Socket, Target, connect, open, sent_at};
+use crate::{Socket, Target, connect, open, open_with, sent_at};
 
 /// What an abuse run does. The fields are named as on the command line.
 #[derive(Debug, Clone)]
@@ -67,6 +67,9 @@ pub struct AbusePhase {
     pub abuse_ops: u64,
     /// Abusers' requests or joins refused.
     pub abuse_refused: u64,
+    /// Abusers' connections the server ended during the phase (flood closes of the
+    /// join/leave loopers, non-readers dropped).
+    pub abusers_cut: u64,
 }
 
 /// What an abuse run measured.
@@ -95,8 +98,8 @@ impl AbuseFigures {
             rows.push((
                 p.phase.clone(),
                 format!(
-                    "p50 {p50} p99 {p99}{ratio} p99.9 {p999} max {max} µs; delivered {} of {}; abuse ops {} (refused {})",
-                    p.delivered, p.expected, p.abuse_ops, p.abuse_refused
+                    "p50 {p50} p99 {p99}{ratio} p99.9 {p999} max {max} µs; delivered {} of {}; abuse ops {} (refused {}, abusers cut {})",
+                    p.delivered, p.expected, p.abuse_ops, p.abuse_refused, p.abusers_cut
                 ),
             ));
         }
@@ -203,7 +206,7 @@ pub(crate) async fn abuse(target: Target, plan: AbusePlan) -> AbuseFigures {
         }));
     }
     // The abuses, one per phase after the first.
-    let mut ops = [(0u64, 0u64); 4];
+    let mut ops = [Ops::default(); 4];
     for (p, slot) in ops.iter_mut().enumerate().skip(1) {
         let from = shared.start + phase_len * p as u32;
         let until = from + phase_len;
@@ -235,8 +238,9 @@ pub(crate) async fn abuse(target: Target, plan: AbusePlan) -> AbuseFigures {
                     h.value_at_quantile(0.999),
                     h.max(),
                 ],
-                abuse_ops: ops[p].0,
-                abuse_refused: ops[p].1,
+                abuse_ops: ops[p].done,
+                abuse_refused: ops[p].refused,
+                abusers_cut: ops[p].cut,
             }
         })
         .collect();
@@ -292,52 +296,68 @@ where
 }
 
 /// (a) `clients` kept-alive HTTP clients loop `GET /rooms/{room}` until `until`.
-/// Returns (answers 200, other answers or errors).
-async fn http_loops(target: Target, clients: u32, until: Instant) -> (u64, u64) {
+/// Returns (answers 200, other answers or errors, -).
+async fn http_loops(target: Target, clients: u32, until: Instant) -> Ops {
     let mut loops = Vec::new();
     for _ in 0..clients {
         loops.push(tokio::spawn(async move {
             let mut client = HttpClient::new(target.addr);
-            let (mut ok, mut bad) = (0, 0);
+            let mut ops = Ops::default();
             while Instant::now() < until {
                 match client.get(&format!("/rooms/{ROOM}")).await {
-                    Ok(r) if r.status == 200 => ok += 1,
-                    _ => bad += 1,
+                    Ok(r) if r.status == 200 => ops.done += 1,
+                    _ => ops.refused += 1,
                 }
             }
-            (ok, bad)
+            ops
         }));
     }
     sum(loops).await
 }
 
-/// (b) `sockets` connections loop join/leave on the room until `until`. Returns
-/// (joins welcomed, joins refused).
-async fn join_leave_loops(target: Target, sockets: u32, first: u32, until: Instant) -> (u64, u64) {
+/// (b) `sockets` connections loop join/leave on the room until `until`, each at most
+/// 4 cycles a second (8 frames: within the default per-connection rate, so that the
+/// abuse lasts the whole phase), opening a new connection whenever the server ends
+/// one. Returns (joins welcomed, joins refused, connections the server ended).
+async fn join_leave_loops(target: Target, sockets: u32, first: u32, until: Instant) -> Ops {
     let mut loops = Vec::new();
     for i in 0..sockets {
         loops.push(tokio::spawn(async move {
-            let Ok(mut ws) = open(&target, first + i).await else {
-                return (0, 1);
-            };
-            let join = serde_json::json!({"type": "join", "room": ROOM, "name": format!("ch{i}")})
-                .to_string();
-            let (mut ok, mut refused) = (0, 0);
-            while Instant::now() < until {
-                if ws.send(Message::text(join.as_str())).await.is_err() {
-                    break;
+            let mut ops = Ops::default();
+            let mut attempt = 0u32;
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            'connections: while Instant::now() < until {
+                attempt += 1;
+                let Ok(mut ws) = open(&target, first + i).await else {
+                    ops.refused += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let join = serde_json::json!({"type": "join", "room": ROOM, "name": format!("ch{i}-{attempt}")})
+                    .to_string();
+                while Instant::now() < until {
+                    tick.tick().await;
+                    if ws.send(Message::text(join.as_str())).await.is_err() {
+                        ops.cut += 1;
+                        continue 'connections;
+                    }
+                    match welcome_or_error(&mut ws, until).await {
+                        Some(true) => ops.done += 1,
+                        Some(false) => ops.refused += 1,
+                        None if Instant::now() < until => {
+                            ops.cut += 1;
+                            continue 'connections;
+                        }
+                        None => break,
+                    }
+                    if ws.send(Message::text(r#"{"type":"leave"}"#)).await.is_err() {
+                        ops.cut += 1;
+                        continue 'connections;
+                    }
                 }
-                match welcome_or_error(&mut ws, until).await {
-                    Some(true) => ok += 1,
-                    Some(false) => refused += 1,
-                    None => break,
-                }
-                if ws.send(Message::text(r#"{"type":"leave"}"#)).await.is_err() {
-                    break;
-                }
+                let _ = ws.close(None).await;
             }
-            let _ = ws.close(None).await;
-            (ok, refused)
+            ops
         }));
     }
     sum(loops).await
@@ -360,40 +380,69 @@ async fn welcome_or_error(ws: &mut Socket, until: Instant) -> Option<bool> {
     }
 }
 
-/// (c) `sockets` connections join the room and never read again; they are dropped at
-/// `until`. Returns (joined, refused).
-async fn non_readers(target: Target, sockets: u32, first: u32, until: Instant) -> (u64, u64) {
+/// (c) `sockets` connections, each with a 4 KiB receive buffer so that the server's
+/// writes to it back up quickly, join the room and never read again; at `until` those
+/// the server has ended by then are counted, and all are dropped. Returns (joined,
+/// refused, ended by the server).
+async fn non_readers(target: Target, sockets: u32, first: u32, until: Instant) -> Ops {
     let mut held = Vec::new();
-    let (mut ok, mut refused) = (0, 0);
+    let mut ops = Ops::default();
     for i in 0..sockets {
-        let Ok(mut ws) = open(&target, first + i).await else {
-            refused += 1;
+        let Ok(mut ws) = open_with(&target, first + i, Some(4096)).await else {
+            ops.refused += 1;
             continue;
         };
         let join = serde_json::json!({"type": "join", "room": ROOM, "name": format!("nr{i}")});
         if ws.send(Message::text(join.to_string())).await.is_err() {
-            refused += 1;
+            ops.refused += 1;
             continue;
         }
         match welcome_or_error(&mut ws, until).await {
             Some(true) => {
-                ok += 1;
+                ops.done += 1;
                 held.push(ws);
             }
-            _ => refused += 1,
+            _ => ops.refused += 1,
         }
     }
     tokio::time::sleep_until(until.into()).await;
-    drop(held);
-    (ok, refused)
+    for mut ws in held {
+        // What the socket holds comes at once; a connection the server ended then ends.
+        let ended = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if ended {
+            ops.cut += 1;
+        }
+    }
+    ops
 }
 
-async fn sum(loops: Vec<tokio::task::JoinHandle<(u64, u64)>>) -> (u64, u64) {
-    let mut total = (0, 0);
+/// What an abuse's clients did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ops {
+    /// Requests answered, joins welcomed, sockets joined.
+    done: u64,
+    /// Requests or joins refused.
+    refused: u64,
+    /// Abusers' connections the server ended.
+    cut: u64,
+}
+
+async fn sum(loops: Vec<tokio::task::JoinHandle<Ops>>) -> Ops {
+    let mut total = Ops::default();
     for l in loops {
-        if let Ok((a, b)) = l.await {
-            total.0 += a;
-            total.1 += b;
+        if let Ok(ops) = l.await {
+            total.done += ops.done;
+            total.refused += ops.refused;
+            total.cut += ops.cut;
         }
     }
     total

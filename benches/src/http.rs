@@ -4,6 +4,7 @@
 //! stack heavier than what it measures.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -27,15 +28,26 @@ impl HttpClient {
         HttpClient { addr, conn: None }
     }
 
-    /// `GET path`, reconnecting once if the kept connection was closed.
+    /// `GET path`, reconnecting once if the kept connection was closed; each attempt
+    /// gives up after 10 s.
     pub(crate) async fn get(&mut self, path: &str) -> Result<Response, String> {
         if self.conn.is_some() {
-            if let Ok(r) = self.get_once(path).await {
+            if let Ok(r) = self.get_in_time(path).await {
                 return Ok(r);
             }
             self.conn = None;
         }
-        self.get_once(path).await
+        let r = self.get_in_time(path).await;
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn get_in_time(&mut self, path: &str) -> Result<Response, String> {
+        tokio::time::timeout(Duration::from_secs(10), self.get_once(path))
+            .await
+            .unwrap_or_else(|_| Err(format!("GET {path}: no answer within 10 s")))
     }
 
     async fn get_once(&mut self, path: &str) -> Result<Response, String> {

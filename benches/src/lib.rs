@@ -218,6 +218,15 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// Opens a WebSocket to the chat endpoint from the `n`th source address (127.0.0.2,
 /// 127.0.0.3, ...: about 28k ephemeral ports each), without joining.
 pub(crate) async fn open(target: &Target, n: u32) -> Result<Socket, String> {
+    open_with(target, n, None).await
+}
+
+/// [`open`], with this receive buffer size (`SO_RCVBUF`) if given.
+pub(crate) async fn open_with(
+    target: &Target,
+    n: u32,
+    recv_buffer: Option<u32>,
+) -> Result<Socket, String> {
     let source_count = 200u32;
     let source = Ipv4Addr::new(
         127,
@@ -226,6 +235,11 @@ pub(crate) async fn open(target: &Target, n: u32) -> Result<Socket, String> {
         (2 + n % source_count % 250) as u8,
     );
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    if let Some(bytes) = recv_buffer {
+        socket
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    }
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .map_err(|e| format!("bind a loopback source address: {e}"))?;

@@ -102,6 +102,8 @@ pub struct SoakFigures {
     pub abandoned: u64,
     /// Resumes after a dropped connection.
     pub resumes: u64,
+    /// Of the resumes, those made while the old connection was still open.
+    pub takeovers: u64,
     /// Resumes refused (the member then joined afresh).
     pub resume_failed: u64,
     /// Welcomes that reported a gap.
@@ -188,8 +190,13 @@ impl SoakFigures {
             (
                 "resumes",
                 format!(
-                    "{} (failed {}, gaps {}); renames {}, pauses {}",
-                    self.resumes, self.resume_failed, self.gaps, self.renames, self.pauses
+                    "{} ({} takeovers; failed {}, gaps {}); renames {}, pauses {}",
+                    self.resumes,
+                    self.takeovers,
+                    self.resume_failed,
+                    self.gaps,
+                    self.renames,
+                    self.pauses
                 ),
             ),
             ("member closes", map(&self.member_closes)),
@@ -290,6 +297,7 @@ struct Counts {
     acked: AtomicU64,
     unanswered: AtomicU64,
     abandoned: AtomicU64,
+    takeovers: AtomicU64,
     resumes: AtomicU64,
     resume_failed: AtomicU64,
     gaps: AtomicU64,
@@ -384,7 +392,22 @@ pub(crate) async fn soak(target: Target, plan: SoakPlan) -> SoakFigures {
         settle(target, &plan, &counts).await;
     }
     let rss_start = target.pid.and_then(rss_bytes);
-    let fds_start = target.pid.and_then(open_fds);
+    // The warm-up's last connections may still be closing: wait for a steady count.
+    let fds_start = match target.pid {
+        Some(pid) => {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut last = open_fds(pid);
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = open_fds(pid);
+                if now == last || Instant::now() >= deadline {
+                    break now;
+                }
+                last = now;
+            }
+        }
+        None => None,
+    };
     let duration = Duration::from_secs(u64::from(plan.seconds));
     let rss_samples = round(target, &plan, duration, "soak", counts.clone()).await;
     let (leftover_rooms, leftover_members, settle_seconds) = settle(target, &plan, &counts).await;
@@ -423,6 +446,7 @@ pub(crate) async fn soak(target: Target, plan: SoakPlan) -> SoakFigures {
         unanswered: get(&c.unanswered),
         abandoned: get(&c.abandoned),
         resumes: get(&c.resumes),
+        takeovers: get(&c.takeovers),
         resume_failed: get(&c.resume_failed),
         gaps: get(&c.gaps),
         renames: get(&c.renames),
@@ -692,11 +716,20 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
             next_action = now + rng.jitter(plan.action_every);
             match rng.below(3) {
                 0 => {
-                    // Dropped without a close; resume on a new connection.
+                    // Resume on a new connection: half of the time after dropping the
+                    // old one without a close (the member is away meanwhile and events
+                    // pile up), half of the time while it is still open (a takeover:
+                    // the server closes it with 4001).
                     let token = std::mem::take(token);
                     let n = track.pending.len() as u64;
                     run.counts.add(&run.counts.abandoned, n);
                     track.pending.clear();
+                    if rng.below(2) == 0 {
+                        run.counts.add(&run.counts.takeovers, 1);
+                    } else {
+                        drop(session.take());
+                        tokio::time::sleep(rng.jitter(Duration::from_millis(400))).await;
+                    }
                     session = member_join(&run, &mut track, &base, &mut fresh, Some(token)).await;
                 }
                 1 => {
@@ -805,7 +838,9 @@ async fn member_join(
         }
     }
     // A fresh join under a name nobody else in the run uses (the old membership may
-    // still hold the last one).
+    // still hold the last one). It starts a new timeline: what the member missed in
+    // between is the failed resume's (or failed connection's), counted there.
+    track.last = 0;
     let name = if *fresh == 0 {
         base.to_owned()
     } else {
