@@ -186,11 +186,18 @@ impl Bucket {
 
     /// Takes a token if there is one.
     pub(crate) fn take(&mut self, now: Instant) -> bool {
+        self.take_many(1.0, now)
+    }
+
+    /// Takes `n` tokens if there are that many; `n` beyond the burst is taken from a
+    /// full bucket (it could never be otherwise).
+    pub(crate) fn take_many(&mut self, n: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = n.min(self.burst);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

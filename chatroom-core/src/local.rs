@@ -213,6 +213,11 @@ impl LocalBackplane {
                         shared.limits.room_joins_per_sec,
                         Instant::now(),
                     ),
+                    presence: Bucket::with_rate(
+                        shared.limits.room_presence_burst,
+                        shared.limits.room_presence_per_sec,
+                        Instant::now(),
+                    ),
                 };
                 let span = tracing::debug_span!(parent: None, "room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
@@ -628,6 +633,9 @@ struct RoomActor {
     display: Arc<str>,
     /// Fresh joins the room still takes now (`Limits::room_joins_per_sec`).
     joins: Bucket,
+    /// Presence deliveries the room may still spend on fresh joins
+    /// (`Limits::room_presence_per_sec`).
+    presence: Bucket,
     /// The member count the room is listed with in the directory (0: not listed).
     listed: usize,
 }
@@ -876,10 +884,18 @@ impl RoomActor {
         }
     }
 
+    /// Whether the room's join rate and presence budget take one more fresh join (a
+    /// `joined` now and a `left` later to every member); takes what it costs if so.
+    fn takes_a_fresh_join(&mut self) -> bool {
+        let now = Instant::now();
+        let cost = 2.0 * self.room.members().len() as f64;
+        self.presence.take_many(cost, now) && self.joins.take(now)
+    }
+
     fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
         let at = now();
         let (member, token, since) = match entry {
-            Entry::Fresh { .. } if !self.joins.take(Instant::now()) => {
+            Entry::Fresh { .. } if !self.takes_a_fresh_join() => {
                 return JoinReply::Refused(JoinError::RoomBusy);
             }
             Entry::Fresh { name, token } => {

@@ -277,3 +277,50 @@ async fn fresh_joins_beyond_a_rooms_join_rate_are_rate_limited() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     late.join("r", "late").await.expect("a token came back");
 }
+
+#[tokio::test(start_paused = true)]
+async fn fresh_joins_into_a_big_room_spend_its_presence_budget_and_resumes_do_not() {
+    let hub = hub_with(Limits {
+        room_presence_burst: 40,
+        room_presence_per_sec: 20,
+        ..Limits::default()
+    });
+    // A join costs two per member already there: 0 + 2 + 4 + 6 + 8 + 10 = 30 of 40.
+    let mut members = Vec::new();
+    for i in 0..6 {
+        members.push(joined(&hub, "big", &format!("m{i}")).await);
+    }
+    // The seventh would cost 12: refused, and it announces nothing.
+    let mut late = TestClient::connect(&hub);
+    send(
+        &late,
+        json!({"type": "join", "room": "big", "name": "late", "ref": 7}),
+    )
+    .await;
+    assert_eq!(
+        expect_error(&mut late, "rate_limited").await,
+        Some(json!(7))
+    );
+    assert_eq!(
+        hub.room("big").await.expect("listed").members.len(),
+        6,
+        "the refused join took no place"
+    );
+    // Another room has a budget of its own.
+    joined(&hub, "small", "x").await;
+    // A member whose connection was lost resumes at no cost.
+    let (mut lost, welcome) = members.pop().expect("a member");
+    lost.drop_connection();
+    let mut back = TestClient::connect(&hub);
+    send(
+        &back,
+        json!({"type": "join", "room": "big", "name": "m5", "resume": welcome.resume}),
+    )
+    .await;
+    assert_eq!(back.welcome().await.expect("resumed").name, "m5");
+    // The budget refills: half a second brings 10 more, enough for the seventh.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    late.join("big", "late")
+        .await
+        .expect("the budget came back");
+}

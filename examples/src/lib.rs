@@ -147,6 +147,11 @@ impl SiteConfig {
             max_rooms: count("CHATROOM_MAX_ROOMS", d.max_rooms)?,
             room_joins_per_sec: small("CHATROOM_ROOM_JOINS_PER_SEC", d.room_joins_per_sec)?,
             room_join_burst: small("CHATROOM_ROOM_JOIN_BURST", d.room_join_burst)?,
+            room_presence_per_sec: small(
+                "CHATROOM_ROOM_PRESENCE_PER_SEC",
+                d.room_presence_per_sec,
+            )?,
+            room_presence_burst: small("CHATROOM_ROOM_PRESENCE_BURST", d.room_presence_burst)?,
         };
         let address_header = get("CHATROOM_ADDRESS_HEADER")
             .map(|(_, v)| v.trim().to_owned())
@@ -203,7 +208,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 26] = [
+        let rows: [(&str, String); 28] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -246,6 +251,14 @@ impl SiteConfig {
                 l.room_joins_per_sec.to_string(),
             ),
             ("CHATROOM_ROOM_JOIN_BURST", l.room_join_burst.to_string()),
+            (
+                "CHATROOM_ROOM_PRESENCE_PER_SEC",
+                l.room_presence_per_sec.to_string(),
+            ),
+            (
+                "CHATROOM_ROOM_PRESENCE_BURST",
+                l.room_presence_burst.to_string(),
+            ),
             ("CHATROOM_ORIGINS", origins),
             (
                 "CHATROOM_SCHEME",

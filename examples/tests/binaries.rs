@@ -102,8 +102,7 @@ async fn pages_carry_a_strict_csp_and_sigterm_closes_chats_with_1001() {
 /// site exits cleanly.
 async fn stop_with<S>(binary: &str, child: &mut Child, mut ws: S, signal: &str)
 where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
@@ -129,7 +128,10 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(exit.success(), "{binary} exited with {exit} after SIG{signal}");
+    assert!(
+        exit.success(),
+        "{binary} exited with {exit} after SIG{signal}"
+    );
 }
 
 /// Ctrl-C (SIGINT) stops the sites as gracefully as SIGTERM: chats close with 1001.
