@@ -392,17 +392,30 @@ async fn non_readers(target: Target, sockets: u32, first: u32, until: Instant) -
             ops.refused += 1;
             continue;
         };
-        let join = serde_json::json!({"type": "join", "room": ROOM, "name": format!("nr{i}")});
-        if ws.send(Message::text(join.to_string())).await.is_err() {
-            ops.refused += 1;
-            continue;
-        }
-        match welcome_or_error(&mut ws, until).await {
-            Some(true) => {
-                ops.done += 1;
-                held.push(ws);
+        let join =
+            serde_json::json!({"type": "join", "room": ROOM, "name": format!("nr{i}")}).to_string();
+        // A join refused for the room's rates is tried again in a moment, as a client
+        // would: the abuse is sockets in the room that do not read.
+        loop {
+            if ws.send(Message::text(join.as_str())).await.is_err() {
+                ops.refused += 1;
+                break;
             }
-            _ => ops.refused += 1,
+            match welcome_or_error(&mut ws, until).await {
+                Some(true) => {
+                    ops.done += 1;
+                    held.push(ws);
+                    break;
+                }
+                Some(false) if Instant::now() < until => {
+                    ops.refused += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => {
+                    ops.refused += 1;
+                    break;
+                }
+            }
         }
     }
     tokio::time::sleep_until(until.into()).await;
