@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::HttpClient;
-use crate::{Socket, Target, connect, open, open_with, sent_at};
+use crate::{Socket, Target, connect, ended_within, open, open_with, sent_at};
 
 /// What an abuse run does. The fields are named as on the command line.
 #[derive(Debug, Clone)]
@@ -421,17 +421,7 @@ async fn non_readers(target: Target, sockets: u32, first: u32, until: Instant) -
     tokio::time::sleep_until(until.into()).await;
     for mut ws in held {
         // What the socket holds comes at once; a connection the server ended then ends.
-        let ended = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if ended {
+        if ended_within(&mut ws, Duration::from_millis(500)).await {
             ops.cut += 1;
         }
     }

@@ -260,6 +260,21 @@ pub(crate) async fn open_with(
     Ok(ws)
 }
 
+/// Whether the server has ended `ws` (a close, an error or the end of the stream)
+/// within `patience`, reading and discarding whatever the socket still holds.
+pub(crate) async fn ended_within(ws: &mut Socket, patience: Duration) -> bool {
+    tokio::time::timeout(patience, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Connects from the `n`th source address and joins `room` as `name`; a join refused
 /// as `rate_limited` (the room's join rate) is tried again after a moment, as a client
 /// would, for up to `DRAIN_LIMIT`.

@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::{HttpClient, all_rooms};
-use crate::{DRAIN_LIMIT, Socket, Target, open, rss_bytes};
+use crate::{DRAIN_LIMIT, Socket, Target, ended_within, open, rss_bytes};
 
 /// What a soak run does. The fields are named as on the command line.
 #[derive(Debug, Clone)]
@@ -1004,18 +1004,7 @@ async fn stallers(run: Arc<Run>) {
             continue;
         }
         run.counts.add(&run.counts.stallers_due, 1);
-        // Read what the socket holds: the server has ended it if the stream ends.
-        let ended = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if ended {
+        if ended_within(&mut ws, Duration::from_secs(2)).await {
             run.counts.add(&run.counts.stallers_dropped, 1);
         }
     }

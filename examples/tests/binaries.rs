@@ -85,25 +85,21 @@ async fn pages_carry_a_strict_csp_and_sigterm_closes_chats_with_1001() {
         assert!(get(addr, "/nope").await.starts_with("http/1.1 404"));
         assert!(get(addr, "/room/%00").await.starts_with("http/1.1 400"));
 
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-            .await
-            .expect("upgrade");
-        ws.send(Message::text(r#"{"type":"join","room":"r","name":"A"}"#))
-            .await
-            .expect("send");
-        let welcome = ws.next().await.expect("frame").expect("ok");
-        assert!(welcome.to_text().expect("text").contains("\"welcome\""));
-
-        stop_with(binary, &mut child, ws, "TERM").await;
+        stop_with(binary, &mut child, addr, "TERM").await;
     }
 }
 
-/// Sends `signal` to the site and checks that the chat `ws` closes with 1001 and the
-/// site exits cleanly.
-async fn stop_with<S>(binary: &str, child: &mut Child, mut ws: S, signal: &str)
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+/// Joins a chat on the site at `addr`, sends `signal` to the site, and checks that the
+/// chat closes with 1001 and the site exits cleanly.
+async fn stop_with(binary: &str, child: &mut Child, addr: SocketAddr, signal: &str) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("upgrade");
+    ws.send(Message::text(r#"{"type":"join","room":"r","name":"A"}"#))
+        .await
+        .expect("send");
+    let welcome = ws.next().await.expect("frame").expect("ok");
+    assert!(welcome.to_text().expect("text").contains("\"welcome\""));
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
@@ -140,15 +136,7 @@ async fn sigint_closes_chats_with_1001_too() {
     for binary in BINARIES {
         for _ in 0..3 {
             let (mut child, addr) = start(binary);
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-                .await
-                .expect("upgrade");
-            ws.send(Message::text(r#"{"type":"join","room":"r","name":"A"}"#))
-                .await
-                .expect("send");
-            let welcome = ws.next().await.expect("frame").expect("ok");
-            assert!(welcome.to_text().expect("text").contains("\"welcome\""));
-            stop_with(binary, &mut child, ws, "INT").await;
+            stop_with(binary, &mut child, addr, "INT").await;
         }
     }
 }
