@@ -202,9 +202,6 @@ async fn gated_room(members: u64) -> (Hub, Arc<Gate>) {
     let limits = Limits {
         outgoing_queue: (members + QUEUED_EVENTS + 16) as usize,
         max_members: 100_000,
-        // The room fills at once, faster than its presence budget allows.
-        room_presence_per_sec: u32::MAX,
-        room_presence_burst: u32::MAX,
         ..Limits::default()
     };
     let hub = Hub::builder().limits(limits).build();
@@ -238,9 +235,6 @@ fn fan_out(c: &mut Criterion) {
             rate_per_sec: u32::MAX,
             outgoing_queue: 4096,
             max_members: 100_000,
-            // The room fills at once, faster than its presence budget allows.
-            room_presence_per_sec: u32::MAX,
-            room_presence_burst: u32::MAX,
             ..Limits::default()
         };
         let hub = Hub::builder().limits(limits).build();

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -99,6 +99,72 @@ impl ApiResponse {
     /// [`check_upgrade`] passed it (which should not happen).
     pub fn bad_upgrade(message: &str) -> ApiResponse {
         ApiResponse::error(400, "bad_upgrade", message)
+    }
+}
+
+/// Paces the JSON API to [`Limits::api_requests_per_sec`](crate::Limits): a request
+/// beyond the budget waits for its turn, up to
+/// [`Limits::api_max_wait`](crate::Limits), and is refused when its turn is further
+/// off than that. Requests that wait slow down clients that loop on the API (each
+/// waits for its answer before it asks again), which a refusal would not: a refusal
+/// costs the server about what an answer does, and the client asks again at once.
+///
+/// A generic cell rate algorithm (as nginx's `limit_req` with a `burst`): `due` is
+/// when the budget would be full again had no request come since.
+#[derive(Debug, Default)]
+pub(crate) struct Pacer {
+    due: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    /// How long a request arriving `now` waits for its turn (and takes it), or `None`
+    /// if its turn is more than `max_wait` away (it is refused and takes nothing).
+    fn turn(
+        &self,
+        per_sec: u32,
+        burst: u32,
+        max_wait: std::time::Duration,
+        now: tokio::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let interval = std::time::Duration::from_secs(1) / per_sec.max(1);
+        let tolerance = interval.saturating_mul(burst.saturating_sub(1));
+        // One assignment per request: the value stays meaningful after a panic.
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        let full = due.map_or(now, |d| d.max(now));
+        let wait = full
+            .checked_sub(tolerance)
+            .map_or(std::time::Duration::ZERO, |start| {
+                start.saturating_duration_since(now)
+            });
+        if wait > max_wait {
+            return None;
+        }
+        *due = Some(full + interval);
+        Some(wait)
+    }
+
+    /// Waits for this request's turn; the 503 `busy` answer if it is too far off.
+    pub(crate) async fn wait_turn(&self, limits: &crate::Limits) -> Result<(), ApiResponse> {
+        let now = tokio::time::Instant::now();
+        let turn = self.turn(
+            limits.api_requests_per_sec,
+            limits.api_burst,
+            limits.api_max_wait,
+            now,
+        );
+        match turn {
+            None => Err(ApiResponse::error(
+                503,
+                "busy",
+                "the server is answering too many requests; ask again in a moment",
+            )
+            .with_header("retry-after", "1")),
+            Some(wait) if wait.is_zero() => Ok(()),
+            Some(wait) => {
+                tokio::time::sleep_until(now + wait).await;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -408,6 +474,9 @@ pub async fn rooms(hub: &Hub) -> ApiResponse {
 /// `query` that cannot be read is a 400 `bad_query`. `query` is the request's query
 /// string as received (percent-encoded), without the `?`.
 pub async fn rooms_page(hub: &Hub, query: Option<&str>) -> ApiResponse {
+    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
+        return busy;
+    }
     let bad = |message: &str| ApiResponse::error(400, "bad_query", message);
     let mut limit = ROOMS_PAGE;
     let mut after = None;
@@ -458,8 +527,11 @@ fn encode_query_value(value: &str) -> String {
 /// [`room`] for a request's path as received (percent-encoded): the room is its last
 /// segment; a segment that is not valid percent-encoded UTF-8 is a 400 `bad_path`.
 pub async fn room_at_path(hub: &Hub, path: &str) -> ApiResponse {
+    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
+        return busy;
+    }
     match segment_from_end(path, 0) {
-        Ok(name) => room(hub, &name).await,
+        Ok(name) => room_now(hub, &name).await,
         Err(bad) => bad,
     }
 }
@@ -467,8 +539,20 @@ pub async fn room_at_path(hub: &Hub, path: &str) -> ApiResponse {
 /// `GET /rooms/{room}`: the room's display name and members, 404 if it has none.
 /// `room` is the decoded room name.
 pub async fn room(hub: &Hub, room: &str) -> ApiResponse {
-    match hub.room(room).await {
-        Some(details) => ApiResponse::json(200, &details),
+    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
+        return busy;
+    }
+    room_now(hub, room).await
+}
+
+/// [`room`] once its turn came.
+async fn room_now(hub: &Hub, room: &str) -> ApiResponse {
+    match hub.room_json(room).await {
+        Some(body) => ApiResponse {
+            status: 200,
+            headers: Vec::new(),
+            body,
+        },
         None => ApiResponse::error(404, "no_such_room", "no such room"),
     }
 }
@@ -477,8 +561,11 @@ pub async fn room(hub: &Hub, room: &str) -> ApiResponse {
 /// name are its third-last and last segments; a segment that is not valid
 /// percent-encoded UTF-8 is a 400 `bad_path`.
 pub async fn name_check_at_path(hub: &Hub, path: &str) -> ApiResponse {
+    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
+        return busy;
+    }
     match (segment_from_end(path, 2), segment_from_end(path, 0)) {
-        (Ok(room), Ok(name)) => name_check(hub, &room, &name).await,
+        (Ok(room), Ok(name)) => name_check_now(hub, &room, &name).await,
         (Err(bad), _) | (_, Err(bad)) => bad,
     }
 }
@@ -486,6 +573,14 @@ pub async fn name_check_at_path(hub: &Hub, path: &str) -> ApiResponse {
 /// `GET /rooms/{room}/names/{name}`: whether the name could join now. An invalid room
 /// name is a 400 with `invalid_room`. `room` and `name` are decoded.
 pub async fn name_check(hub: &Hub, room: &str, name: &str) -> ApiResponse {
+    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
+        return busy;
+    }
+    name_check_now(hub, room, name).await
+}
+
+/// [`name_check`] once its turn came.
+async fn name_check_now(hub: &Hub, room: &str, name: &str) -> ApiResponse {
     #[derive(Serialize)]
     struct Availability {
         available: bool,
@@ -768,5 +863,59 @@ mod tests {
                 .map_err(|r| r.status),
             Err(403)
         );
+    }
+
+    /// Requests beyond the API's budget wait for their turn (a client looping on the
+    /// API slows down to the budget); one whose turn is further off than the longest
+    /// wait is answered 503 `busy`; a quiet spell gives the burst back.
+    #[tokio::test(start_paused = true)]
+    async fn the_api_paces_requests_beyond_its_budget() {
+        use std::time::Duration;
+        use tokio::time::Instant;
+        let hub = Hub::builder()
+            .limits(crate::Limits {
+                api_requests_per_sec: 10,
+                api_burst: 3,
+                api_max_wait: Duration::from_millis(500),
+                ..crate::Limits::default()
+            })
+            .build();
+        let mut a = TestClient::connect(&hub);
+        a.join("General", "Alice").await.expect("joins");
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(room_at_path(&hub, "/rooms/general").await.status, 200);
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the burst is answered at once"
+        );
+        for _ in 0..5 {
+            assert_eq!(name_check(&hub, "General", "Bob").await.status, 200);
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(500),
+            "then one request every 100 ms"
+        );
+        let crowd = futures_util::future::join_all((0..8).map(|_| rooms(&hub))).await;
+        let served = crowd.iter().filter(|r| r.status == 200).count();
+        assert_eq!(served, 5, "turns up to 500 ms away are waited for");
+        let refused: Vec<_> = crowd.iter().filter(|r| r.status == 503).collect();
+        assert_eq!(refused.len(), 3);
+        assert!(
+            refused[0].body.contains(r#""error":"busy""#),
+            "{:?}",
+            refused[0]
+        );
+        assert_eq!(refused[0].headers, vec![("retry-after", "1".to_owned())]);
+        assert_eq!(start.elapsed(), Duration::from_millis(1000));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let quiet = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(rooms_page(&hub, Some("limit=1")).await.status, 200);
+        }
+        assert_eq!(quiet.elapsed(), Duration::ZERO, "the burst is back");
     }
 }

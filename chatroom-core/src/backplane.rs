@@ -191,6 +191,13 @@ pub(crate) trait Backplane: Send + Sync {
     /// display name), at most `limit`, and where the next page starts.
     fn rooms(&self, after: Option<RoomCursor>, limit: usize) -> BoxFuture<'_, RoomsPage>;
     fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>>;
+    /// [`Backplane::room`] encoded as JSON, as `GET /rooms/{room}` answers it.
+    fn room_json(&self, room: NameKey) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let details = self.room(room).await?;
+            serde_json::to_string(&details).ok()
+        })
+    }
     /// The display name of the member whose name collides with `name`, if any; busy
     /// when the room is saturated (the question does not wait in line).
     fn holder(

@@ -189,19 +189,40 @@ impl Bucket {
         self.take_many(1.0, now)
     }
 
-    /// Takes `n` tokens if there are that many; `n` beyond the burst is taken from a
-    /// full bucket (it could never be otherwise).
-    pub(crate) fn take_many(&mut self, n: f64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        let n = n.min(self.burst);
+    /// Takes `n` tokens if there are that many.
+    fn take_many(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= n {
             self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Spends `n` tokens whether or not there are that many: what was spent beyond the
+    /// bucket is owed (at most a full bucket's worth), and repaid by the refill.
+    pub(crate) fn charge(&mut self, n: f64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - n).max(-self.burst);
+    }
+
+    /// Whether nothing is owed (see [`Bucket::charge`]).
+    pub(crate) fn in_credit(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 0.0
+    }
+
+    /// Whether the bucket is full: nothing was spent for as long as it takes to fill.
+    pub(crate) fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
     }
 }
 

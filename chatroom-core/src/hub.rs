@@ -42,6 +42,8 @@ struct Inner {
     address_header: Option<String>,
     /// Open connections admitted at the upgrade, in total and per address.
     admitted: Arc<crate::api::Admitted>,
+    /// Paces the JSON API (`Limits::api_requests_per_sec`).
+    pacer: crate::api::Pacer,
     hooks: Arc<dyn Hooks>,
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
@@ -167,6 +169,7 @@ impl HubBuilder {
                 scheme: self.scheme,
                 address_header: self.address_header,
                 admitted: Arc::default(),
+                pacer: crate::api::Pacer::default(),
                 hooks,
                 backplane,
                 cancel,
@@ -245,6 +248,10 @@ impl Hub {
 
     pub(crate) fn admitted(&self) -> &Arc<crate::api::Admitted> {
         &self.inner.admitted
+    }
+
+    pub(crate) fn pacer(&self) -> &crate::api::Pacer {
+        &self.inner.pacer
     }
 
     /// The scheme set with [`HubBuilder::scheme`], if any.
@@ -428,6 +435,12 @@ impl Hub {
     pub async fn room(&self, room: &str) -> Option<RoomDetails> {
         let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
         self.inner.backplane.room(room.key().clone()).await
+    }
+
+    /// [`Hub::room`] as the JSON body of `GET /rooms/{room}`.
+    pub(crate) async fn room_json(&self, room: &str) -> Option<String> {
+        let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
+        self.inner.backplane.room_json(room.key().clone()).await
     }
 
     /// Whether `name` could join `room` now. For early warnings in a page; the `join`

@@ -142,6 +142,21 @@ pub(crate) struct LocalBackplane {
 }
 
 impl LocalBackplane {
+    /// A room's display name and roster (a JSON array of names) as it last published
+    /// them: a look-up in the registry, not a word with the room's task.
+    fn published(&self, room: &NameKey) -> Option<(Arc<str>, Arc<str>)> {
+        let (display, roster) = {
+            let registry = self.shared.registry();
+            let entry = registry.get(room)?;
+            (entry.display.clone(), entry.roster.clone())
+        };
+        let roster = roster
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Some((display, roster))
+    }
+
     pub(crate) fn new(
         limits: Arc<Limits>,
         hooks: Arc<dyn Hooks>,
@@ -218,6 +233,7 @@ impl LocalBackplane {
                         shared.limits.room_presence_per_sec,
                         Instant::now(),
                     ),
+                    prepaid: 0,
                 };
                 let span = tracing::debug_span!(parent: None, "room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
@@ -364,18 +380,7 @@ impl Backplane for LocalBackplane {
     }
 
     fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>> {
-        // The room's published roster: neither its task nor more than a look-up in
-        // the registry.
-        let published = self
-            .shared
-            .registry()
-            .get(&room)
-            .map(|e| (e.display.clone(), e.roster.clone()));
-        let details = published.and_then(|(display, roster)| {
-            let roster = roster
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+        let details = self.published(&room).and_then(|(display, roster)| {
             let members: Vec<String> = serde_json::from_str(&roster).ok()?;
             (!members.is_empty()).then(|| RoomDetails {
                 room: display.to_string(),
@@ -383,6 +388,20 @@ impl Backplane for LocalBackplane {
             })
         });
         Box::pin(std::future::ready(details))
+    }
+
+    fn room_json(&self, room: NameKey) -> BoxFuture<'_, Option<String>> {
+        // The published roster is already a JSON array: it is copied into the answer,
+        // not decoded and encoded again (for a room of 500, that was most of the cost
+        // of answering).
+        let body = self.published(&room).and_then(|(display, roster)| {
+            if *roster == *"[]" {
+                return None;
+            }
+            let display = serde_json::to_string(&*display).ok()?;
+            Some(format!(r#"{{"room":{display},"members":{roster}}}"#))
+        });
+        Box::pin(std::future::ready(body))
     }
 
     fn holder(
@@ -633,9 +652,11 @@ struct RoomActor {
     display: Arc<str>,
     /// Fresh joins the room still takes now (`Limits::room_joins_per_sec`).
     joins: Bucket,
-    /// Presence deliveries the room may still spend on fresh joins
-    /// (`Limits::room_presence_per_sec`).
+    /// What the room may still spend on members coming and going, in deliveries
+    /// (`Limits::room_presence_per_sec`); it may be in debt.
     presence: Bucket,
+    /// Members' comings and goings paid for upfront, at a join, not yet gone.
+    prepaid: usize,
     /// The member count the room is listed with in the directory (0: not listed).
     listed: usize,
 }
@@ -884,12 +905,34 @@ impl RoomActor {
         }
     }
 
-    /// Whether the room's join rate and presence budget take one more fresh join (a
-    /// `joined` now and a `left` later to every member); takes what it costs if so.
+    /// Whether the room takes one more fresh join now: its presence budget owes
+    /// nothing and its join rate has room.
+    ///
+    /// The presence budget pays for churn: a member that comes and goes costs the
+    /// room two deliveries per member (its `joined` and its `left`). A join into a room
+    /// that has seen no churn for a while (a full budget) is free, so a room filling
+    /// up is never refused; its member pays when it leaves. While members come and
+    /// go, a join pays upfront instead (and its leave is then free), so that clients
+    /// looping join/leave are let in one at a time as the budget refills, not in waves
+    /// that all pay later.
     fn takes_a_fresh_join(&mut self) -> bool {
         let now = Instant::now();
-        let cost = 2.0 * self.room.members().len() as f64;
-        self.presence.take_many(cost, now) && self.joins.take(now)
+        self.presence.in_credit(now) && self.joins.take(now)
+    }
+
+    /// A fresh join was let in: it pays upfront if members came and went lately.
+    fn pay_for_a_fresh_join(&mut self) {
+        let now = Instant::now();
+        if !self.presence.is_full(now) {
+            self.presence.charge(self.churn_cost(), now);
+            self.prepaid += 1;
+        }
+    }
+
+    /// What a member coming and going costs the room now: its `joined` and its
+    /// `left` to every member.
+    fn churn_cost(&self) -> f64 {
+        2.0 * (self.room.members().len() + 1) as f64
     }
 
     fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
@@ -902,6 +945,7 @@ impl RoomActor {
                 let member = self.shared.next_id();
                 match self.room.join(member, name, token, at) {
                     Ok(joined) => {
+                        self.pay_for_a_fresh_join();
                         // Everybody else gets `joined`; the newcomer finds it in its history.
                         self.deliver(&joined, None);
                         (member, token, None)
@@ -997,7 +1041,20 @@ impl RoomActor {
                 self.roster = roster_with(&self.roster, &joined.name);
                 self.roster_changed = true;
             }
-            Event::Joined(_) | Event::Left(_) | Event::Renamed(_) => {
+            Event::Left(_) => {
+                self.roster_stale = true;
+                self.roster_changed = true;
+                // A member that leaves pays for its coming and going, unless a join
+                // paid upfront (see `takes_a_fresh_join`; which member it was does not
+                // matter to the budget).
+                if self.prepaid > 0 {
+                    self.prepaid -= 1;
+                } else {
+                    let cost = self.churn_cost();
+                    self.presence.charge(cost, Instant::now());
+                }
+            }
+            Event::Joined(_) | Event::Renamed(_) => {
                 self.roster_stale = true;
                 self.roster_changed = true;
             }

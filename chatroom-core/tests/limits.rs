@@ -279,18 +279,31 @@ async fn fresh_joins_beyond_a_rooms_join_rate_are_rate_limited() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn fresh_joins_into_a_big_room_spend_its_presence_budget_and_resumes_do_not() {
+async fn churn_spends_a_rooms_presence_budget_and_filling_it_does_not() {
     let hub = hub_with(Limits {
         room_presence_burst: 40,
         room_presence_per_sec: 20,
         ..Limits::default()
     });
-    // A join costs two per member already there: 0 + 2 + 4 + 6 + 8 + 10 = 30 of 40.
+    // Ten joins that stay cost nothing: a room filling up is never refused for it.
     let mut members = Vec::new();
-    for i in 0..6 {
+    for i in 0..10 {
         members.push(joined(&hub, "big", &format!("m{i}")).await);
     }
-    // The seventh would cost 12: refused, and it announces nothing.
+    let (mut watcher, _) = members.remove(0);
+    // A member that leaves costs two deliveries per member (its `joined` and its
+    // `left`): 2 x 10, then 2 x 9, then 2 x 8 = 54 of a budget of 40.
+    for name in ["m9", "m8", "m7"] {
+        let (gone, _) = members.pop().expect("a member");
+        send(&gone, json!({"type": "leave"})).await;
+        loop {
+            match watcher.event().await.expect("open") {
+                Event::Left(left) if &*left.name == name => break,
+                _ => {}
+            }
+        }
+    }
+    // In debt: a fresh join is refused and announces nothing.
     let mut late = TestClient::connect(&hub);
     send(
         &late,
@@ -303,7 +316,7 @@ async fn fresh_joins_into_a_big_room_spend_its_presence_budget_and_resumes_do_no
     );
     assert_eq!(
         hub.room("big").await.expect("listed").members.len(),
-        6,
+        7,
         "the refused join took no place"
     );
     // Another room has a budget of its own.
@@ -314,13 +327,47 @@ async fn fresh_joins_into_a_big_room_spend_its_presence_budget_and_resumes_do_no
     let mut back = TestClient::connect(&hub);
     send(
         &back,
-        json!({"type": "join", "room": "big", "name": "m5", "resume": welcome.resume}),
+        json!({"type": "join", "room": "big", "name": "m6", "resume": welcome.resume}),
     )
     .await;
-    assert_eq!(back.welcome().await.expect("resumed").name, "m5");
-    // The budget refills: half a second brings 10 more, enough for the seventh.
+    assert_eq!(back.welcome().await.expect("resumed").name, "m6");
+    // The debt of 14 is repaid at 20 a second: not yet after half a second, after
+    // 0.8 s it is.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    send(
+        &late,
+        json!({"type": "join", "room": "big", "name": "late", "ref": 8}),
+    )
+    .await;
+    assert_eq!(
+        expect_error(&mut late, "rate_limited").await,
+        Some(json!(8))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     late.join("big", "late")
         .await
         .expect("the budget came back");
+    // While members come and go, a join pays upfront (2 x 9 = 18: in debt again at
+    // once, so the next is refused) and its leave is then free.
+    let mut next = TestClient::connect(&hub);
+    send(
+        &next,
+        json!({"type": "join", "room": "big", "name": "next", "ref": 9}),
+    )
+    .await;
+    assert_eq!(
+        expect_error(&mut next, "rate_limited").await,
+        Some(json!(9))
+    );
+    send(&late, json!({"type": "leave"})).await;
+    loop {
+        match watcher.event().await.expect("open") {
+            Event::Left(left) if &*left.name == "late" => break,
+            _ => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    next.join("big", "next")
+        .await
+        .expect("the leave of a member that paid upfront costs nothing more");
 }

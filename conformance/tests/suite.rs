@@ -72,6 +72,7 @@ suite!(
     http_edges_answer_alike,
     rooms_are_paged_over_http,
     connection_limits_refuse_at_the_upgrade,
+    the_api_is_paced,
     the_origin_check_compares_schemes_and_fails_closed,
 );
 
@@ -1079,6 +1080,43 @@ async fn connection_limits_refuse_at_the_upgrade(adapter: Adapter) {
         "{}",
         r.body
     );
+}
+
+/// The JSON API answers at most `api_requests_per_sec` requests a second: a request
+/// beyond the budget waits for its turn; one whose turn is too far off is answered
+/// `503 busy` with `Retry-After: 1`.
+async fn the_api_is_paced(adapter: Adapter) {
+    let server = start_with(
+        adapter,
+        Limits {
+            api_requests_per_sec: 4,
+            api_burst: 1,
+            api_max_wait: Duration::from_millis(600),
+            ..Limits::default()
+        },
+    );
+    let get = || http_raw(server.addr, b"GET /rooms HTTP/1.1");
+    let start = Instant::now();
+    assert_eq!(get().await.status, 200);
+    assert_eq!(get().await.status, 200, "the second waits for its turn");
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "answered after {:?}, within a quarter second's budget",
+        start.elapsed()
+    );
+    // Five at once: turns 0.25 s apart, the ones more than 0.6 s away are refused.
+    let crowd = futures_util::future::join_all((0..5).map(|_| get())).await;
+    let served = crowd.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<_> = crowd.iter().filter(|r| r.status == 503).collect();
+    assert!(served >= 1, "{crowd:?}");
+    assert_eq!(served + refused.len(), 5, "{crowd:?}");
+    assert!(!refused.is_empty(), "{crowd:?}");
+    assert!(
+        refused[0].body.contains(r#""error":"busy""#),
+        "{}",
+        refused[0].body
+    );
+    assert_eq!(refused[0].header("retry-after"), Some("1"));
 }
 
 /// The HTTP edges answer alike on both adapters: the same status, headers that matter

@@ -152,6 +152,9 @@ impl SiteConfig {
                 d.room_presence_per_sec,
             )?,
             room_presence_burst: small("CHATROOM_ROOM_PRESENCE_BURST", d.room_presence_burst)?,
+            api_requests_per_sec: small("CHATROOM_API_PER_SEC", d.api_requests_per_sec)?,
+            api_burst: small("CHATROOM_API_BURST", d.api_burst)?,
+            api_max_wait: ms("CHATROOM_API_MAX_WAIT_MS", d.api_max_wait)?,
         };
         let address_header = get("CHATROOM_ADDRESS_HEADER")
             .map(|(_, v)| v.trim().to_owned())
@@ -208,7 +211,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 28] = [
+        let rows: [(&str, String); 31] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -259,6 +262,9 @@ impl SiteConfig {
                 "CHATROOM_ROOM_PRESENCE_BURST",
                 l.room_presence_burst.to_string(),
             ),
+            ("CHATROOM_API_PER_SEC", l.api_requests_per_sec.to_string()),
+            ("CHATROOM_API_BURST", l.api_burst.to_string()),
+            ("CHATROOM_API_MAX_WAIT_MS", ms(l.api_max_wait)),
             ("CHATROOM_ORIGINS", origins),
             (
                 "CHATROOM_SCHEME",
