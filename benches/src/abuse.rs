@@ -129,7 +129,14 @@ fn event_id(frame: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
+/// How long the room chats before the first phase: its first seconds (tasks starting,
+/// buffers growing) are not what any phase should be judged by.
+const WARM_UP: Duration = Duration::from_secs(5);
+
 struct Shared {
+    /// When the room starts chatting.
+    origin: Instant,
+    /// When the first phase starts, [`WARM_UP`] later.
     start: Instant,
     phase_len: Duration,
     sent: [AtomicU64; 4],
@@ -140,12 +147,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nanoseconds since the room started chatting.
     fn stamp(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.origin.elapsed().as_nanos() as u64
     }
 
-    fn phase_of(&self, stamp_ns: u64) -> usize {
-        ((stamp_ns / self.phase_len.as_nanos().max(1) as u64) as usize).min(PHASES.len() - 1)
+    /// The phase a message stamped `stamp_ns` was sent in; `None` in the warm-up.
+    fn phase_of(&self, stamp_ns: u64) -> Option<usize> {
+        let since_start = stamp_ns.checked_sub(WARM_UP.as_nanos() as u64)?;
+        let phase = since_start / self.phase_len.as_nanos().max(1) as u64;
+        Some((phase as usize).min(PHASES.len() - 1))
     }
 }
 
@@ -159,8 +170,10 @@ pub(crate) async fn abuse(target: Target, plan: AbusePlan) -> AbuseFigures {
     // Let the last `joined` announcements reach everyone and the server settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let phase_len = Duration::from_secs(u64::from(plan.seconds.max(1)));
+    let origin = Instant::now();
     let shared = Arc::new(Shared {
-        start: Instant::now(),
+        origin,
+        start: origin + WARM_UP,
         phase_len,
         sent: Default::default(),
         delivered: Default::default(),
@@ -186,7 +199,7 @@ pub(crate) async fn abuse(target: Target, plan: AbusePlan) -> AbuseFigures {
             let (mut sink, stream) = ws.split();
             let reader = tokio::spawn(read_member(stream, shared.clone(), reading_ends));
             if sends {
-                let mut tick = tokio::time::interval_at((shared.start + offset).into(), period);
+                let mut tick = tokio::time::interval_at((shared.origin + offset).into(), period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
                     let at = tick.tick().await;
@@ -198,7 +211,9 @@ pub(crate) async fn abuse(target: Target, plan: AbusePlan) -> AbuseFigures {
                     if sink.send(Message::text(frame)).await.is_err() {
                         break;
                     }
-                    shared.sent[shared.phase_of(stamp)].fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = shared.phase_of(stamp) {
+                        shared.sent[p].fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             let _ = reader.await;
@@ -275,8 +290,10 @@ where
                     last = id;
                 }
             }
-            if let Some(Some(sent)) = sent_at(&text) {
-                let p = shared.phase_of(sent);
+            let timed = sent_at(&text)
+                .flatten()
+                .and_then(|sent| Some((sent, shared.phase_of(sent)?)));
+            if let Some((sent, p)) = timed {
                 delivered[p] += 1;
                 let _ = local[p].record((shared.stamp().saturating_sub(sent) / 1000).max(1));
             }
