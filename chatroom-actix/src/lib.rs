@@ -6,7 +6,7 @@
 //! use std::time::Duration;
 //!
 //! use actix_web::{App, HttpServer, web};
-//! use chatroom_actix::chatroom_core::{Hub, Limits};
+//! use chatroom_actix::{Hub, Limits};
 //!
 //! #[actix_web::main]
 //! async fn main() -> std::io::Result<()> {
@@ -62,7 +62,36 @@
 //! If your middleware inserts a [`ConnectionContext`] into the request's extensions
 //! (`req.extensions_mut().insert(ConnectionContext::new().with(user))`), the adapter
 //! starts from it, so the hub's `authorize_join` hook can read `context.get::<User>()`.
-//! The peer address is filled from the connection.
+//! The peer address is filled from the connection. The middleware must wrap the chat
+//! routes (`App::wrap`, or `wrap` on their scope); a connection that arrives without a
+//! context is logged at debug level.
+//!
+//! # A WebSocket on a route of your own
+//!
+//! Mount [`websocket_route`] with the hub: it needs no app data, so the hub can live in
+//! your own state:
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use chatroom_actix::Hub;
+//!
+//! #[derive(Clone)]
+//! struct AppState {
+//!     hub: Hub,
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let state = AppState { hub: Hub::new() };
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .app_data(web::Data::new(state.clone()))
+//!         .route("/live", chatroom_actix::websocket_route(state.hub.clone()))
+//! })
+//! .bind(("127.0.0.1", 8080))?
+//! .run()
+//! .await
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -77,11 +106,21 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError
 use bytes::Bytes;
 use bytestring::ByteString;
 use chatroom_core::api::{self, ApiResponse};
-use chatroom_core::{ConnectionContext, ConnectionEnd, Hub, Incoming, Outgoing};
+use chatroom_core::{ConnectionEnd, Incoming, Outgoing};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 
 pub use chatroom_core;
+/// What an embedder types, so that this crate is the only chatroom dependency needed.
+pub use chatroom_core::{
+    ConnectionContext, Filter, Hooks, Hub, HubBuilder, JoinAttempt, Limits, MessageAttempt,
+    OriginPolicy, RenameAttempt, Verdict,
+};
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// For `HttpServer::on_connect`: lets the kernel end a TCP connection whose peer has
 /// taken none of the data sent to it for `timeout` (`TCP_USER_TIMEOUT`; since Linux
@@ -97,7 +136,7 @@ pub use chatroom_core;
 /// ```no_run
 /// use std::time::Duration;
 /// use actix_web::{App, HttpServer, web};
-/// use chatroom_actix::chatroom_core::Hub;
+/// use chatroom_actix::Hub;
 ///
 /// # async fn run(hub: Hub) -> std::io::Result<()> {
 /// HttpServer::new(move || {
@@ -138,12 +177,45 @@ pub fn configure(hub: Hub) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 
     }
 }
 
-/// The WebSocket handler, for apps that mount it on their own route (with a
-/// `web::Data<Hub>` in the app data).
+/// The WebSocket on a route of your own, served by `hub`, whatever the app's data:
+/// `App::new().app_data(state).route("/live", chatroom_actix::websocket_route(hub.clone()))`.
+pub fn websocket_route(hub: Hub) -> actix_web::Route {
+    web::route().to(move |req: HttpRequest, body: web::Payload| {
+        let hub = hub.clone();
+        async move { upgrade(&hub, req, body) }
+    })
+}
+
+/// The WebSocket handler, for `web::route().to(chatroom_actix::websocket)` on your own
+/// route. It takes the hub from the app data, as a `web::Data<Hub>` (which
+/// [`configure`] adds for its own routes) or a `Hub`; without either it answers 500 and
+/// logs what to add. Where the hub lives inside your own app state, use
+/// [`websocket_route`] instead, which needs no app data.
 pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
-    hub: web::Data<Hub>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let hub = req
+        .app_data::<web::Data<Hub>>()
+        .map(|data| data.get_ref().clone())
+        .or_else(|| req.app_data::<Hub>().cloned());
+    match hub {
+        Some(hub) => upgrade(&hub, req, body),
+        None => {
+            let missing = "chatroom_actix::websocket found no hub in the app data: add \
+                           `.app_data(web::Data::new(hub.clone()))` to the App or scope, or \
+                           mount `chatroom_actix::websocket_route(hub.clone())` instead";
+            tracing::error!("{missing}");
+            Ok(respond(ApiResponse::no_hub(missing)))
+        }
+    }
+}
+
+/// Judges and upgrades a chat connection for `hub`.
+fn upgrade(
+    hub: &Hub,
+    req: HttpRequest,
+    body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let pairs = req
         .headers()
@@ -151,7 +223,7 @@ pub async fn websocket(
         .map(|(n, v)| (n.as_str(), v.as_bytes()));
     let secure = req.app_config().secure();
     let peer = req.peer_addr().map(|a| a.ip());
-    let admission = match api::check_upgrade(&hub, req.method().as_str(), pairs, secure, peer) {
+    let admission = match api::check_upgrade(hub, req.method().as_str(), pairs, secure, peer) {
         Ok(admission) => admission,
         Err(refused) => return Ok(respond(refused)),
     };
@@ -174,15 +246,11 @@ pub async fn websocket(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let mut context = req
-        .extensions()
-        .get::<ConnectionContext>()
-        .cloned()
-        .unwrap_or_default();
+    let mut context = ConnectionContext::from_request(req.extensions().get::<ConnectionContext>());
     if context.peer_addr.is_none() {
         context.peer_addr = req.peer_addr();
     }
-    let hub = hub.get_ref().clone();
+    let hub = hub.clone();
     // actix-ws sessions are not `Send`: the connection runs on this worker's runtime.
     actix_web::rt::spawn(async move {
         // Counted as open for as long as it is served.

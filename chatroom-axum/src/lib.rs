@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use chatroom_axum::chatroom_core::{Hub, Limits};
+//! use chatroom_axum::{Hub, Limits};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
@@ -31,12 +31,20 @@
 //!
 //! # Your own identity in the join policy
 //!
-//! The [`Hooks`](chatroom_core::Hooks) of the hub get a
-//! [`ConnectionContext`]. If your auth middleware inserts one into the request's
-//! extensions (`request.extensions_mut().insert(ConnectionContext::new().with(user))`),
-//! the adapter starts from it, so `authorize_join` can read `context.get::<User>()`.
-//! The peer address is filled from `ConnectInfo<SocketAddr>` when the app is served
-//! with `into_make_service_with_connect_info`.
+//! The [`Hooks`] of the hub get a [`ConnectionContext`]. If your auth middleware
+//! inserts one into the request's extensions
+//! (`request.extensions_mut().insert(ConnectionContext::new().with(user))`), the adapter
+//! starts from it, so `authorize_join` can read `context.get::<User>()`. The peer
+//! address is filled from `ConnectInfo<SocketAddr>` when the app is served with
+//! `into_make_service_with_connect_info`.
+//!
+//! **Add the middleware after nesting the chat routes**: an axum `layer` wraps only
+//! the routes added before it, so in
+//! `Router::new().layer(auth).nest("/chat", chatroom_axum::router(hub))` the chat routes
+//! never see `auth`, the hooks get an empty context, and a policy that wants a user
+//! refuses every join. Write
+//! `Router::new().nest("/chat", chatroom_axum::router(hub)).layer(auth)`. A connection
+//! that arrives without a context is logged at debug level, with this hint.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -54,10 +62,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
 use chatroom_core::api::{self, ApiResponse};
-use chatroom_core::{ConnectionContext, ConnectionEnd, Hub, Incoming, Outgoing};
+use chatroom_core::{ConnectionEnd, Incoming, Outgoing};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 pub use chatroom_core;
+/// What an embedder types, so that this crate is the only chatroom dependency needed.
+pub use chatroom_core::{
+    ConnectionContext, Filter, Hooks, Hub, HubBuilder, JoinAttempt, Limits, MessageAttempt,
+    OriginPolicy, RenameAttempt, Verdict,
+};
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// Read buffer per connection, allocated up front by tungstenite. Client frames are
 /// small, and the buffer grows when a frame needs it; 1 KiB instead of 4 KiB took idle
@@ -119,10 +137,7 @@ pub fn upgrade(
     // configured scheme, or a proxy's `X-Forwarded-Proto`, says so (see
     // `api::check_upgrade`).
     let secure = uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS);
-    let mut context = extensions
-        .get::<ConnectionContext>()
-        .cloned()
-        .unwrap_or_default();
+    let mut context = ConnectionContext::from_request(extensions.get::<ConnectionContext>());
     if context.peer_addr.is_none() {
         context.peer_addr = extensions
             .get::<ConnectInfo<SocketAddr>>()

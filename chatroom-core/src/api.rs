@@ -95,6 +95,12 @@ impl ApiResponse {
         )
     }
 
+    /// The 500 answer of an adapter's handler mounted without a hub to serve; `message`
+    /// says what to add.
+    pub fn no_hub(message: &str) -> ApiResponse {
+        ApiResponse::error(500, "no_hub", message)
+    }
+
     /// The 400 answer to a WebSocket upgrade the framework refused although
     /// [`check_upgrade`] passed it (which should not happen).
     pub fn bad_upgrade(message: &str) -> ApiResponse {

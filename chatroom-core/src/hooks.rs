@@ -47,6 +47,26 @@ impl ConnectionContext {
             .get(&TypeId::of::<T>())
             .and_then(|b| b.downcast_ref::<T>())
     }
+
+    /// For adapters: the context a connection starts from, given the one found in the
+    /// upgrade request's extensions, if any. Without one the hooks get an empty
+    /// context, and that is logged at debug level, since it is what a host's auth
+    /// middleware that does not wrap the chat routes looks like (in axum, a `layer`
+    /// added before the chat routes were nested; in actix, a `wrap` on another scope).
+    pub fn from_request(found: Option<&ConnectionContext>) -> ConnectionContext {
+        match found {
+            Some(context) => context.clone(),
+            None => {
+                tracing::debug!(
+                    "no ConnectionContext in the upgrade request's extensions: the hooks \
+                     get an empty one. If your middleware inserts one, it does not wrap \
+                     the chat routes (axum: add the layer after `.nest(..)` of the chat \
+                     router; actix: `wrap` the scope that has the chat routes)"
+                );
+                ConnectionContext::default()
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ConnectionContext {
