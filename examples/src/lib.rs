@@ -444,3 +444,8 @@ mod tests {
         assert!(error_page(400, "<b>").body.contains("&lt;b&gt;"));
     }
 }
+
+// The repository README's Rust examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
