@@ -113,8 +113,9 @@ use tokio::sync::oneshot;
 pub use chatroom_core;
 /// What an embedder types, so that this crate is the only chatroom dependency needed.
 pub use chatroom_core::{
-    ConnectionContext, Filter, Hooks, Hub, HubBuilder, JoinAttempt, Limits, MessageAttempt,
-    OriginPolicy, RenameAttempt, Verdict,
+    ConnectionContext, Disconnected, DisplayName, Filter, Hooks, Hub, HubBuilder, JoinAttempt,
+    LeaveReason, Limits, MemberLeft, MessageAttempt, ObservedEvent, OriginPolicy, RenameAttempt,
+    RoomName, Verdict,
 };
 
 // The README's examples compile as doctests.

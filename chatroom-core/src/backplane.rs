@@ -53,6 +53,9 @@ pub(crate) struct JoinRequest {
     pub(crate) room: RoomName,
     pub(crate) entry: Entry,
     pub(crate) reference: Option<Ref>,
+    /// The connection's context, for the hooks that observe the room (`None` when
+    /// nothing observes).
+    pub(crate) context: Option<Arc<crate::hooks::ConnectionContext>>,
 }
 
 /// A live membership of one connection.

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::backplane::{Membership, NotTaken, RoomGone};
 use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
-use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict, guarded};
+use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict};
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::name::{DisplayName, RoomName};
@@ -323,7 +323,15 @@ where
             break ending;
         }
     };
-    d.finish(ending).await
+    let (hub, context) = (d.hub.clone(), d.context.clone());
+    let end = d.finish(ending).await;
+    hub.hooks()
+        .on_disconnect(crate::hooks::Disconnected {
+            context: &context,
+            end: &end,
+        })
+        .await;
+    end
 }
 
 impl<T: Sink<Outgoing> + Unpin> Driver<T> {
@@ -481,10 +489,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             text: &text,
             context: &self.context,
         };
-        let filtered = guarded("filter_message", || {
-            self.hub.hooks().filter_message(attempt)
-        });
-        let text: Arc<str> = match filtered.await {
+        let text: Arc<str> = match self.hub.hooks().filter_message(attempt).await {
             Some(Filter::Allow) => text.into(),
             Some(Filter::Replace(replacement)) => replacement.into(),
             Some(Filter::Deny(why)) => {
@@ -520,11 +525,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
                 name: new,
                 context: &self.context,
             };
-            match guarded("authorize_rename", || {
-                self.hub.hooks().authorize_rename(attempt)
-            })
-            .await
-            {
+            match self.hub.hooks().authorize_rename(attempt).await {
                 Some(Verdict::Allow) => {}
                 Some(Verdict::Deny(why)) => parsed = Err(RenameError::Forbidden(why)),
                 None => return self.reply_error(&FrameError::Internal, reference).await,

@@ -139,33 +139,117 @@ pub struct MessageAttempt<'a> {
     pub context: &'a ConnectionContext,
 }
 
-/// The host application's hooks. Every method has an allow-everything default.
+/// Why a member left its room, for [`Hooks::on_member_left`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// It sent `leave`.
+    Left,
+    /// It was away (its connection lost) for longer than the grace period.
+    Expired,
+    /// The host removed it ([`Hub::kick`](crate::Hub::kick)).
+    Kicked,
+}
+
+/// An event of a room, as [`Hooks::on_event`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ObservedEvent<'a> {
+    /// The room.
+    pub room: &'a RoomName,
+    /// The event, as every member got it.
+    pub event: &'a Event,
+    /// The context of the connection the event is about: the sender of a message
+    /// (`None` for a [`Hub::post`](crate::Hub::post)), the member that joined, renamed
+    /// or left (for a member that resumed, its latest connection's).
+    pub context: Option<&'a ConnectionContext>,
+}
+
+/// A member that left its room, as [`Hooks::on_member_left`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct MemberLeft<'a> {
+    /// The room.
+    pub room: &'a RoomName,
+    /// The member's display name when it left.
+    pub name: &'a str,
+    /// The context of the member's latest connection.
+    pub context: &'a ConnectionContext,
+    /// Why it left.
+    pub reason: LeaveReason,
+}
+
+/// A chat connection that ended, as [`Hooks::on_disconnect`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Disconnected<'a> {
+    /// The connection's context.
+    pub context: &'a ConnectionContext,
+    /// How it ended.
+    pub end: &'a crate::ConnectionEnd,
+}
+
+/// The host application's hooks, for what needs to `await` (a database, another
+/// service). Every method has an allow-everything, observe-nothing default; write the
+/// ones you need as `async fn`:
 ///
-/// Methods return boxed futures so that the hub can hold any implementation as
-/// `Arc<dyn Hooks>`; write `Box::pin(async move { ... })`.
+/// ```
+/// use chatroom_core::{Hooks, Hub, JoinAttempt, MessageAttempt, Filter, Verdict};
+///
+/// struct Bans; // e.g. a handle to your database
+///
+/// impl Hooks for Bans {
+///     async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
+///         // let banned = self.db.is_banned(attempt.name.as_str()).await;
+///         let banned = attempt.name.as_str() == "mallory";
+///         if banned { Verdict::Deny("banned".into()) } else { Verdict::Allow }
+///     }
+///
+///     async fn filter_message(&self, attempt: MessageAttempt<'_>) -> Filter {
+///         Filter::Replace(attempt.text.replace("darn", "d**n"))
+///     }
+/// }
+///
+/// let hub = Hub::builder().hooks(Bans).build();
+/// ```
+///
+/// A hook that never awaits is cheaper as a closure on the builder
+/// ([`HubBuilder::authorize_join`](crate::HubBuilder::authorize_join),
+/// [`filter_message`](crate::HubBuilder::filter_message), ...): it is called in place,
+/// while a method of this trait costs one allocation per call (its future is boxed).
+/// A method left to its default costs nothing. Where both are given, the closure runs
+/// first: a refusal stops there, and a replaced text is what the trait's filter sees.
+///
+/// A panic in a hook is caught and logged: a policy or filter that panics answers the
+/// client `internal`, an observer that panics misses that one event.
 pub trait Hooks: Send + Sync + 'static {
     /// May this connection join `room` as `name`, or resume its membership there
-    /// ([`JoinAttempt::resuming`])? `Deny` answers `forbidden`.
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+    /// ([`JoinAttempt::resuming`])? `Deny` answers `forbidden`. It runs on the
+    /// connection's task.
+    fn authorize_join(&self, attempt: JoinAttempt<'_>) -> impl Future<Output = Verdict> + Send {
         let _ = attempt;
-        Box::pin(std::future::ready(Verdict::Allow))
+        Allow::new()
     }
 
     /// May this member take the new name? `Deny` answers `forbidden`.
-    fn authorize_rename<'a>(&'a self, attempt: RenameAttempt<'a>) -> BoxFuture<'a, Verdict> {
+    fn authorize_rename(&self, attempt: RenameAttempt<'_>) -> impl Future<Output = Verdict> + Send {
         let _ = attempt;
-        Box::pin(std::future::ready(Verdict::Allow))
+        Allow::new()
     }
 
     /// Allow, replace or refuse a message before it becomes an event. It runs on the
     /// sender's connection task (which waits for it), not on the room's, so it may call
-    /// any [`Hub`](crate::Hub) method too.
-    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
+    /// any [`Hub`](crate::Hub) method too. [`Hub::post`](crate::Hub::post) does not go
+    /// through it: the host's own messages are not filtered.
+    fn filter_message(&self, attempt: MessageAttempt<'_>) -> impl Future<Output = Filter> + Send {
         let _ = attempt;
-        Box::pin(std::future::ready(Filter::Allow))
+        Allow::new()
     }
 
-    /// Observes every event of every room, in order per room, once it was delivered.
+    /// Observes every event of every room, in order per room, once it was delivered,
+    /// with the context of the connection it is about ([`ObservedEvent::context`]).
+    /// A [`Hub::post`](crate::Hub::post) is observed too, as a message with
+    /// `system: true` and no context.
     ///
     /// It runs on a task of its own for each room, never on the room's: the room does
     /// not wait for it, so it may call any [`Hub`](crate::Hub) method on any room, its
@@ -175,9 +259,215 @@ pub trait Hooks: Send + Sync + 'static {
     /// a backlog in memory (logged at warn level each 1024 events), so hand heavy work
     /// to a task of your own. [`Hub::shutdown`](crate::Hub::shutdown) completes once
     /// every event before it was observed.
-    fn on_event<'a>(&'a self, room: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-        let _ = (room, event);
-        Box::pin(std::future::ready(()))
+    fn on_event(&self, event: ObservedEvent<'_>) -> impl Future<Output = ()> + Send {
+        let _ = event;
+        Allow::new()
+    }
+
+    /// A member left its room (after its `left` event was observed), with the context
+    /// of its latest connection and why. Runs where [`on_event`](Hooks::on_event) runs.
+    fn on_member_left(&self, left: MemberLeft<'_>) -> impl Future<Output = ()> + Send {
+        let _ = left;
+        Allow::new()
+    }
+
+    /// A chat connection ended (its member, if any, is away or gone by then). Runs on
+    /// the connection's task, after the connection is closed.
+    fn on_disconnect(&self, ended: Disconnected<'_>) -> impl Future<Output = ()> + Send {
+        let _ = ended;
+        Allow::new()
+    }
+}
+
+/// What a default hook answers: allow, observe nothing. Zero-sized, so boxing it
+/// allocates nothing.
+struct Allow<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Allow<T> {
+    fn new() -> Self {
+        Allow(std::marker::PhantomData)
+    }
+}
+
+/// The answer of a hook that allows everything.
+trait Allowing {
+    fn allow() -> Self;
+}
+
+impl Allowing for Verdict {
+    fn allow() -> Self {
+        Verdict::Allow
+    }
+}
+
+impl Allowing for Filter {
+    fn allow() -> Self {
+        Filter::Allow
+    }
+}
+
+impl Allowing for () {
+    fn allow() -> Self {}
+}
+
+impl<T: Allowing> Future for Allow<T> {
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        std::task::Poll::Ready(T::allow())
+    }
+}
+
+/// [`Hooks`] as an object: each call's future boxed (free for a default method, whose
+/// future is zero-sized).
+trait DynHooks: Send + Sync + 'static {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict>;
+    fn authorize_rename<'a>(&'a self, attempt: RenameAttempt<'a>) -> BoxFuture<'a, Verdict>;
+    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter>;
+    fn on_event<'a>(&'a self, event: ObservedEvent<'a>) -> BoxFuture<'a, ()>;
+    fn on_member_left<'a>(&'a self, left: MemberLeft<'a>) -> BoxFuture<'a, ()>;
+    fn on_disconnect<'a>(&'a self, ended: Disconnected<'a>) -> BoxFuture<'a, ()>;
+}
+
+impl<H: Hooks> DynHooks for H {
+    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        Box::pin(Hooks::authorize_join(self, attempt))
+    }
+    fn authorize_rename<'a>(&'a self, attempt: RenameAttempt<'a>) -> BoxFuture<'a, Verdict> {
+        Box::pin(Hooks::authorize_rename(self, attempt))
+    }
+    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
+        Box::pin(Hooks::filter_message(self, attempt))
+    }
+    fn on_event<'a>(&'a self, event: ObservedEvent<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(Hooks::on_event(self, event))
+    }
+    fn on_member_left<'a>(&'a self, left: MemberLeft<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(Hooks::on_member_left(self, left))
+    }
+    fn on_disconnect<'a>(&'a self, ended: Disconnected<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(Hooks::on_disconnect(self, ended))
+    }
+}
+
+pub(crate) type JoinPolicy = Box<dyn Fn(JoinAttempt<'_>) -> Verdict + Send + Sync>;
+pub(crate) type RenamePolicy = Box<dyn Fn(RenameAttempt<'_>) -> Verdict + Send + Sync>;
+pub(crate) type MessageFilter = Box<dyn Fn(MessageAttempt<'_>) -> Filter + Send + Sync>;
+pub(crate) type EventObserver = Box<dyn Fn(ObservedEvent<'_>) + Send + Sync>;
+pub(crate) type LeftObserver = Box<dyn Fn(MemberLeft<'_>) + Send + Sync>;
+pub(crate) type DisconnectObserver = Box<dyn Fn(Disconnected<'_>) + Send + Sync>;
+
+/// Every hook the hub has: closures given to the builder, and one [`Hooks`]
+/// implementation. A hook not given costs nothing.
+#[derive(Default)]
+pub(crate) struct HookSet {
+    pub(crate) join: Option<JoinPolicy>,
+    pub(crate) rename: Option<RenamePolicy>,
+    pub(crate) message: Option<MessageFilter>,
+    pub(crate) event: Option<EventObserver>,
+    pub(crate) member_left: Option<LeftObserver>,
+    pub(crate) disconnect: Option<DisconnectObserver>,
+    hooks: Option<Box<dyn DynHooks>>,
+}
+
+/// Calls a closure hook; a panic is logged and becomes `None`.
+fn guarded_now<T>(hook: &'static str, call: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::error!(hook, "a host application hook panicked");
+            None
+        }
+    }
+}
+
+impl HookSet {
+    pub(crate) fn set_hooks(&mut self, hooks: impl Hooks) {
+        self.hooks = Some(Box::new(hooks));
+    }
+
+    /// Whether anything observes events or departures (else rooms need not keep their
+    /// members' contexts, nor run an observer).
+    pub(crate) fn observes(&self) -> bool {
+        self.hooks.is_some() || self.event.is_some() || self.member_left.is_some()
+    }
+
+    /// The join policy's verdict; `None` if a hook panicked.
+    pub(crate) async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Option<Verdict> {
+        if let Some(join) = &self.join {
+            match guarded_now("authorize_join", || join(attempt))? {
+                Verdict::Allow => {}
+                deny => return Some(deny),
+            }
+        }
+        match &self.hooks {
+            Some(hooks) => guarded("authorize_join", || hooks.authorize_join(attempt)).await,
+            None => Some(Verdict::Allow),
+        }
+    }
+
+    /// The rename policy's verdict; `None` if a hook panicked.
+    pub(crate) async fn authorize_rename(&self, attempt: RenameAttempt<'_>) -> Option<Verdict> {
+        if let Some(rename) = &self.rename {
+            match guarded_now("authorize_rename", || rename(attempt))? {
+                Verdict::Allow => {}
+                deny => return Some(deny),
+            }
+        }
+        match &self.hooks {
+            Some(hooks) => guarded("authorize_rename", || hooks.authorize_rename(attempt)).await,
+            None => Some(Verdict::Allow),
+        }
+    }
+
+    /// What becomes of a message; `None` if a hook panicked.
+    pub(crate) async fn filter_message(&self, attempt: MessageAttempt<'_>) -> Option<Filter> {
+        let replaced = match &self.message {
+            Some(filter) => match guarded_now("filter_message", || filter(attempt))? {
+                Filter::Allow => None,
+                Filter::Replace(text) => Some(text),
+                deny => return Some(deny),
+            },
+            None => None,
+        };
+        let Some(hooks) = &self.hooks else {
+            return Some(replaced.map_or(Filter::Allow, Filter::Replace));
+        };
+        let attempt = MessageAttempt {
+            text: replaced.as_deref().unwrap_or(attempt.text),
+            ..attempt
+        };
+        match guarded("filter_message", || hooks.filter_message(attempt)).await? {
+            Filter::Allow => Some(replaced.map_or(Filter::Allow, Filter::Replace)),
+            other => Some(other),
+        }
+    }
+
+    pub(crate) async fn on_event(&self, event: ObservedEvent<'_>) {
+        if let Some(observe) = &self.event {
+            guarded_now("on_event", || observe(event));
+        }
+        if let Some(hooks) = &self.hooks {
+            guarded("on_event", || hooks.on_event(event)).await;
+        }
+    }
+
+    pub(crate) async fn on_member_left(&self, left: MemberLeft<'_>) {
+        if let Some(observe) = &self.member_left {
+            guarded_now("on_member_left", || observe(left));
+        }
+        if let Some(hooks) = &self.hooks {
+            guarded("on_member_left", || hooks.on_member_left(left)).await;
+        }
+    }
+
+    pub(crate) async fn on_disconnect(&self, ended: Disconnected<'_>) {
+        if let Some(observe) = &self.disconnect {
+            guarded_now("on_disconnect", || observe(ended));
+        }
+        if let Some(hooks) = &self.hooks {
+            guarded("on_disconnect", || hooks.on_disconnect(ended)).await;
+        }
     }
 }
 
@@ -201,7 +491,7 @@ pub(crate) async fn guarded<'a, T>(
     }
 }
 
-/// The default hooks: allow everything, observe nothing.
+/// Hooks that allow everything and observe nothing: every method left to its default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
 

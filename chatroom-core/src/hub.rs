@@ -13,7 +13,10 @@ use crate::backplane::{
 };
 use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};
-use crate::hooks::{AllowAll, ConnectionContext, Hooks, JoinAttempt, Verdict, guarded};
+use crate::hooks::{
+    ConnectionContext, Disconnected, Filter, HookSet, Hooks, JoinAttempt, MemberLeft,
+    MessageAttempt, ObservedEvent, RenameAttempt, Verdict,
+};
 use crate::limits::Limits;
 use crate::local::LocalBackplane;
 use crate::name::{DisplayName, NameError, RoomName};
@@ -44,7 +47,7 @@ struct Inner {
     admitted: Arc<crate::api::Admitted>,
     /// Paces the JSON API (`Limits::api_requests_per_sec`).
     pacer: crate::api::Pacer,
-    hooks: Arc<dyn Hooks>,
+    hooks: Arc<HookSet>,
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -72,7 +75,7 @@ pub struct HubBuilder {
     origins: OriginPolicy,
     scheme: Option<Scheme>,
     address_header: Option<String>,
-    hooks: Option<Arc<dyn Hooks>>,
+    hooks: HookSet,
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -135,16 +138,129 @@ impl HubBuilder {
         self
     }
 
-    /// Uses these hooks instead of [`AllowAll`].
+    /// Uses these hooks, for what needs to `await` (see [`Hooks`]). A hook that never
+    /// awaits is cheaper as one of the closures below.
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
-        self.hooks = Some(Arc::new(hooks));
+        self.hooks.set_hooks(hooks);
+        self
+    }
+
+    /// A join policy that needs no `await`, called in place on every join and resume
+    /// (before [`Hooks::authorize_join`], if both are given): `Deny` answers
+    /// `forbidden`.
+    ///
+    /// Let a signed-in user join only under their own name. Compare collision keys,
+    /// not strings: two names with the same key are the same name to the rooms
+    /// ("Alice", "ALICE", "Аlice" with a Cyrillic А), so comparing strings would let
+    /// "alice" in under "ALICE" but refuse nothing a look-alike could take.
+    ///
+    /// ```
+    /// use chatroom_core::{DisplayName, Hub, Verdict};
+    ///
+    /// struct User { name: DisplayName }
+    ///
+    /// let hub = Hub::builder()
+    ///     .authorize_join(|attempt| match attempt.context.get::<User>() {
+    ///         Some(user) if user.name.key() == attempt.name.key() => Verdict::Allow,
+    ///         Some(user) => Verdict::Deny(format!("join as {}", user.name)),
+    ///         None => Verdict::Deny("sign in first".into()),
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn authorize_join(
+        mut self,
+        policy: impl Fn(JoinAttempt<'_>) -> Verdict + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.join = Some(Box::new(policy));
+        self
+    }
+
+    /// A rename policy that needs no `await` (see [`HubBuilder::authorize_join`]).
+    pub fn authorize_rename(
+        mut self,
+        policy: impl Fn(RenameAttempt<'_>) -> Verdict + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.rename = Some(Box::new(policy));
+        self
+    }
+
+    /// A message filter that needs no `await`, called in place on the sender's
+    /// connection for every message (before [`Hooks::filter_message`], which then sees
+    /// the replaced text). [`Hub::post`] is not filtered.
+    ///
+    /// ```
+    /// use chatroom_core::{Filter, Hub};
+    ///
+    /// let hub = Hub::builder()
+    ///     .filter_message(|message| {
+    ///         if message.text.contains("darn") {
+    ///             Filter::Replace(message.text.replace("darn", "d**n"))
+    ///         } else {
+    ///             Filter::Allow
+    ///         }
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn filter_message(
+        mut self,
+        filter: impl Fn(MessageAttempt<'_>) -> Filter + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.message = Some(Box::new(filter));
+        self
+    }
+
+    /// An observer of every event, with the context of the connection it is about (see
+    /// [`Hooks::on_event`] for where it runs and what it may do).
+    ///
+    /// Store every message with the user who sent it:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use chatroom_core::Hub;
+    /// use chatroom_core::protocol::Event;
+    ///
+    /// struct UserId(u64);
+    ///
+    /// let log: Arc<Mutex<Vec<(Option<u64>, String)>>> = Arc::default();
+    /// let store = log.clone();
+    /// let hub = Hub::builder()
+    ///     .on_event(move |seen| {
+    ///         if let Event::Message(m) = seen.event {
+    ///             let user = seen.context.and_then(|c| c.get::<UserId>()).map(|u| u.0);
+    ///             // A real store would hand this to a task of its own (a database).
+    ///             store.lock().unwrap().push((user, m.text.to_string()));
+    ///         }
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn on_event(mut self, observe: impl Fn(ObservedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.event = Some(Box::new(observe));
+        self
+    }
+
+    /// Called when a member leaves its room: by `leave`, at the end of its grace
+    /// period, or kicked (see [`Hooks::on_member_left`]).
+    pub fn on_member_left(
+        mut self,
+        observe: impl Fn(MemberLeft<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.member_left = Some(Box::new(observe));
+        self
+    }
+
+    /// Called when a chat connection ends (see [`Hooks::on_disconnect`]).
+    pub fn on_disconnect(
+        mut self,
+        observe: impl Fn(Disconnected<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.disconnect = Some(Box::new(observe));
         self
     }
 
     /// Builds the hub.
     pub fn build(self) -> Hub {
         let limits = Arc::new(self.limits);
-        let hooks = self.hooks.unwrap_or_else(|| Arc::new(AllowAll));
+        let hooks = Arc::new(self.hooks);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         // A multi-threaded runtime current at build time runs the rooms; a
@@ -267,8 +383,8 @@ impl Hub {
         &*self.inner.backplane
     }
 
-    pub(crate) fn hooks(&self) -> &dyn Hooks {
-        &*self.inner.hooks
+    pub(crate) fn hooks(&self) -> &HookSet {
+        &self.inner.hooks
     }
 
     pub(crate) fn cancel_token(&self) -> CancellationToken {
@@ -313,6 +429,14 @@ impl Hub {
             .track_future(drive(self.clone(), context, transport))
     }
 
+    /// A copy of the context for the room to hand its observers, if anything observes.
+    fn observed_context(&self, context: &ConnectionContext) -> Option<Arc<ConnectionContext>> {
+        self.inner
+            .hooks
+            .observes()
+            .then(|| Arc::new(context.clone()))
+    }
+
     /// Validates a join, asks the policy hook, and joins through the backplane.
     pub(crate) async fn join(
         &self,
@@ -343,6 +467,7 @@ impl Hub {
                     room: room.clone(),
                     entry: Entry::Fresh { name, token },
                     reference: frame.reference,
+                    context: self.observed_context(context),
                 };
                 match self.inner.backplane.join(request).await {
                     Ok(m) => m,
@@ -369,11 +494,7 @@ impl Hub {
             context,
             resuming,
         };
-        match guarded("authorize_join", || {
-            self.inner.hooks.authorize_join(attempt)
-        })
-        .await
-        {
+        match self.inner.hooks.authorize_join(attempt).await {
             Some(Verdict::Allow) => Ok(()),
             Some(Verdict::Deny(why)) => Err(JoinError::Forbidden(why)),
             None => Err(JoinError::Unavailable),
@@ -405,6 +526,7 @@ impl Hub {
                 room: room.clone(),
                 entry: Entry::Resume { token, since, name },
                 reference: reference.clone(),
+                context: self.observed_context(context),
             };
             match backplane.join(request).await {
                 Ok(m) => return Ok(m),
@@ -469,6 +591,12 @@ impl Hub {
 
     /// Posts a message from the host application (`"system": true`, `from` as given) to
     /// an existing room. Returns the new event's id.
+    ///
+    /// It does not go through the message filter (the host's own words are not
+    /// filtered) nor the rate limits; the observers see it like any message, with
+    /// `system: true` and no connection context. A room exists while it has members,
+    /// present or away: posting into a room that has none (or never had) creates
+    /// nothing and is [`PostError::NoSuchRoom`].
     pub async fn post(&self, room: &str, from: &str, text: &str) -> Result<u64, PostError> {
         let limits = &self.inner.limits;
         let room =

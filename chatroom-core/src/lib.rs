@@ -74,7 +74,8 @@ pub use backplane::{BadCursor, RoomCursor, RoomDetails, RoomSummary, RoomsPage};
 pub use connection::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
 pub use hooks::{
-    AllowAll, ConnectionContext, Filter, Hooks, JoinAttempt, MessageAttempt, RenameAttempt, Verdict,
+    AllowAll, ConnectionContext, Disconnected, Filter, Hooks, JoinAttempt, LeaveReason, MemberLeft,
+    MessageAttempt, ObservedEvent, RenameAttempt, Verdict,
 };
 pub use hub::{Hub, HubBuilder, NameCheck, PostError};
 pub use limits::Limits;

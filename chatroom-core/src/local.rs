@@ -30,12 +30,12 @@ use crate::backplane::{
 };
 use crate::connection::{Bucket, CloseFrame};
 use crate::error::{JoinError, RenameError};
-use crate::hooks::Hooks;
+use crate::hooks::{ConnectionContext, HookSet, LeaveReason, MemberLeft, ObservedEvent};
 use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
 use crate::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use crate::queue::{PushError, QueueSender, queue};
-use crate::room::{MemberId, Now, Recorded, Room};
+use crate::room::{MemberId, Now, Presence, Recorded, Room};
 use crate::token::ResumeToken;
 
 /// What the hub and the room tasks share.
@@ -46,7 +46,7 @@ struct Shared {
     /// so a listing takes neither the registry's lock nor any room's task.
     directory: Mutex<BTreeSet<Listed>>,
     limits: Arc<Limits>,
-    hooks: Arc<dyn Hooks>,
+    hooks: Arc<HookSet>,
     ids: AtomicU64,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -159,7 +159,7 @@ impl LocalBackplane {
 
     pub(crate) fn new(
         limits: Arc<Limits>,
-        hooks: Arc<dyn Hooks>,
+        hooks: Arc<HookSet>,
         cancel: CancellationToken,
         tracker: TaskTracker,
         runtime: Option<tokio::runtime::Handle>,
@@ -216,7 +216,11 @@ impl LocalBackplane {
                     generation,
                     members,
                     rx,
-                    observer: Observer::start(shared, room),
+                    observer: shared
+                        .hooks
+                        .observes()
+                        .then(|| Observer::start(shared, room)),
+                    contexts: HashMap::new(),
                     roster: Arc::from("[]"),
                     roster_stale: false,
                     roster_changed: false,
@@ -293,6 +297,7 @@ impl Backplane for LocalBackplane {
                 room,
                 entry,
                 reference,
+                context,
             } = request;
             let fresh = matches!(entry, Entry::Fresh { .. });
             let mut entry = entry;
@@ -306,6 +311,7 @@ impl Backplane for LocalBackplane {
                 let command = Command::Join {
                     entry,
                     reference: reference.clone(),
+                    context: context.clone(),
                     reply,
                 };
                 entry = match handle.0.try_send(command) {
@@ -566,6 +572,7 @@ enum Command {
     Join {
         entry: Entry,
         reference: Option<Ref>,
+        context: Option<Arc<ConnectionContext>>,
         reply: oneshot::Sender<JoinReply>,
     },
     Send {
@@ -637,8 +644,11 @@ struct RoomActor {
     generation: u64,
     members: Arc<AtomicUsize>,
     rx: mpsc::Receiver<Command>,
-    /// The room's events for the host's `on_event`, which runs on a task of its own.
-    observer: Observer,
+    /// The room's events for the host's `on_event`, which runs on a task of its own;
+    /// `None` when no hook observes.
+    observer: Option<Observer>,
+    /// The context of each member's latest connection, kept while hooks observe.
+    contexts: HashMap<MemberId, Arc<ConnectionContext>>,
     /// The members' display names as a JSON array, for welcomes and `GET /rooms/{room}`:
     /// a join appends to it; a leave or a rename marks it stale, and it is encoded
     /// anew once, when next needed.
@@ -667,20 +677,63 @@ struct RoomActor {
 /// room wait for a hook that waits for the room); a hook slower than its room's events
 /// builds a backlog, which is logged at warn level each time it passes another 1024.
 struct Observer {
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Observed>,
     backlog: Arc<AtomicUsize>,
+}
+
+/// What the observing task hands the hooks.
+enum Observed {
+    Event(Event, Option<Arc<ConnectionContext>>),
+    Left {
+        name: Arc<str>,
+        context: Arc<ConnectionContext>,
+        reason: LeaveReason,
+    },
+}
+
+/// Whom a delivered event is about.
+#[derive(Clone, Copy)]
+enum About {
+    /// No member (a host's post).
+    Nobody,
+    /// This member (it joined, sent or renamed).
+    Member(MemberId),
+    /// This member, which left, and why.
+    Departed(MemberId, LeaveReason),
 }
 
 impl Observer {
     /// Starts the observing task for `room`; it ends once the room's `Observer` is
     /// dropped and every event before it was observed.
     fn start(shared: &Shared, room: &RoomName) -> Observer {
-        let (events, mut queue) = mpsc::unbounded_channel::<Event>();
+        let (events, mut queue) = mpsc::unbounded_channel::<Observed>();
         let backlog = Arc::new(AtomicUsize::new(0));
-        let (hooks, name, left) = (shared.hooks.clone(), room.clone(), backlog.clone());
+        let (hooks, room_name, left) = (shared.hooks.clone(), room.clone(), backlog.clone());
         let observe = async move {
-            while let Some(event) = queue.recv().await {
-                crate::hooks::guarded("on_event", || hooks.on_event(&name, &event)).await;
+            while let Some(observed) = queue.recv().await {
+                match observed {
+                    Observed::Event(event, context) => {
+                        let seen = ObservedEvent {
+                            room: &room_name,
+                            event: &event,
+                            context: context.as_deref(),
+                        };
+                        hooks.on_event(seen).await;
+                    }
+                    Observed::Left {
+                        name,
+                        context,
+                        reason,
+                    } => {
+                        let gone = MemberLeft {
+                            room: &room_name,
+                            name: &name,
+                            context: &context,
+                            reason,
+                        };
+                        hooks.on_member_left(gone).await;
+                    }
+                }
                 left.fetch_sub(1, Ordering::Relaxed);
             }
         };
@@ -689,10 +742,10 @@ impl Observer {
         Observer { events, backlog }
     }
 
-    fn observe(&self, event: &Event) {
+    fn observe(&self, observed: Observed) {
         // Counted before it is sent: the observer may take it at once.
         let backlog = self.backlog.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.events.send(event.clone()).is_err() {
+        if self.events.send(observed).is_err() {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
         } else if backlog % 1024 == 0 {
             tracing::warn!(
@@ -782,8 +835,18 @@ impl RoomActor {
 
     /// Frees every away member whose grace ran out, announcing each `left`.
     fn expire_due(&mut self) {
-        for left in self.room.expire_due(now()) {
-            self.deliver(&left, None);
+        let at = now();
+        let due: Vec<MemberId> = self
+            .room
+            .members()
+            .iter()
+            .filter(|m| matches!(m.presence, Presence::Away { until } if until <= at.instant))
+            .map(|m| m.id)
+            .collect();
+        for member in due {
+            if let Ok(left) = self.room.leave(member, at) {
+                self.deliver(&left, About::Departed(member, LeaveReason::Expired));
+            }
         }
     }
 
@@ -826,9 +889,10 @@ impl RoomActor {
             Command::Join {
                 entry,
                 reference,
+                context,
                 reply,
             } => {
-                let answer = self.join(entry, reference);
+                let answer = self.join(entry, reference, context);
                 if let Err(JoinReply::Accepted(m)) = reply.send(answer) {
                     // The connection gave up waiting: treat it as a lost connection.
                     self.disconnect(m.member, m.link);
@@ -866,7 +930,7 @@ impl RoomActor {
             Command::Leave { member, reply, .. } => {
                 self.unlink(member, None);
                 if let Ok(left) = self.room.leave(member, now()) {
-                    self.deliver(&left, None);
+                    self.deliver(&left, About::Departed(member, LeaveReason::Left));
                 }
                 let _ = reply.send(true);
             }
@@ -881,7 +945,7 @@ impl RoomActor {
             Command::Post { from, text, reply } => {
                 let event = self.room.post(from, text, now());
                 let _ = reply.send(Some(event.event.id()));
-                self.deliver(&event, None);
+                self.deliver(&event, About::Nobody);
             }
             #[cfg(test)]
             Command::Fault => panic!("injected room fault"),
@@ -898,7 +962,7 @@ impl RoomActor {
                 };
                 self.unlink(member, Some(CloseFrame::removed(&reason)));
                 if let Ok(left) = self.room.leave(member, now()) {
-                    self.deliver(&left, None);
+                    self.deliver(&left, About::Departed(member, LeaveReason::Kicked));
                 }
                 let _ = reply.send(true);
             }
@@ -935,7 +999,12 @@ impl RoomActor {
         2.0 * (self.room.members().len() + 1) as f64
     }
 
-    fn join(&mut self, entry: Entry, reference: Option<Ref>) -> JoinReply {
+    fn join(
+        &mut self,
+        entry: Entry,
+        reference: Option<Ref>,
+        context: Option<Arc<ConnectionContext>>,
+    ) -> JoinReply {
         let at = now();
         let (member, token, since) = match entry {
             Entry::Fresh { .. } if !self.takes_a_fresh_join() => {
@@ -946,8 +1015,11 @@ impl RoomActor {
                 match self.room.join(member, name, token, at) {
                     Ok(joined) => {
                         self.pay_for_a_fresh_join();
+                        if let Some(context) = context {
+                            self.contexts.insert(member, context);
+                        }
                         // Everybody else gets `joined`; the newcomer finds it in its history.
-                        self.deliver(&joined, None);
+                        self.deliver(&joined, About::Member(member));
                         (member, token, None)
                     }
                     Err(e) => return JoinReply::Refused(e),
@@ -960,6 +1032,9 @@ impl RoomActor {
                     Ok(back) => {
                         if back.was_present {
                             self.unlink(back.member, Some(CloseFrame::resumed_elsewhere()));
+                        }
+                        if let Some(context) = context {
+                            self.contexts.insert(back.member, context);
                         }
                         (back.member, token, since)
                     }
@@ -1011,7 +1086,7 @@ impl RoomActor {
         match outcome {
             Ok(event) => {
                 let id = event.event.id();
-                self.deliver(&event, None);
+                self.deliver(&event, About::Member(member));
                 if let Some(r) = reference {
                     self.push(member, ack_frame(r, id));
                 }
@@ -1020,13 +1095,11 @@ impl RoomActor {
         }
     }
 
-    /// Queues `frame` for every present member (but `except`), without waiting for any.
-    fn deliver(&mut self, event: &Recorded, except: Option<MemberId>) {
+    /// Queues `frame` for every present member without waiting for any, then hands the
+    /// event to the observers with the context of the member it is `about`.
+    fn deliver(&mut self, event: &Recorded, about: About) {
         let mut dropped: Vec<(MemberId, bool)> = Vec::new();
         for link in &self.links {
-            if Some(link.member) == except {
-                continue;
-            }
             match link.frames.push(event.frame.clone()) {
                 Ok(()) => {}
                 Err(PushError::Full) => dropped.push((link.member, true)),
@@ -1063,7 +1136,30 @@ impl RoomActor {
         // What readers outside the room see is up to date before anyone hears of the
         // event (a joiner's welcome, a hook that asks the hub).
         self.publish();
-        self.observer.observe(&event.event);
+        if let Some(observer) = &self.observer {
+            let (member, departure) = match about {
+                About::Nobody => (None, None),
+                About::Member(m) => (Some(m), None),
+                About::Departed(m, why) => (Some(m), Some(why)),
+            };
+            let context = member.and_then(|m| self.contexts.get(&m)).cloned();
+            observer.observe(Observed::Event(event.event.clone(), context));
+            if let (Some(member), Some(reason), Event::Left(left)) =
+                (member, departure, &event.event)
+            {
+                let context = self.contexts.remove(&member).unwrap_or_default();
+                if self.contexts.capacity() > 16
+                    && self.contexts.len() < self.contexts.capacity() / 4
+                {
+                    self.contexts.shrink_to(self.contexts.len() * 2);
+                }
+                observer.observe(Observed::Left {
+                    name: left.name.clone(),
+                    context,
+                    reason,
+                });
+            }
+        }
     }
 
     /// The roster, encoded anew if a leave or a rename made it stale.

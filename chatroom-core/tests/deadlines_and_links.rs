@@ -11,7 +11,6 @@ use chatroom_core::protocol::{Event, ServerFrame};
 use chatroom_core::testing::{TestClient, pause_room};
 use chatroom_core::{ConnectionContext, Hooks, Hub, JoinAttempt, Limits, Verdict, close_code};
 use common::*;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -105,13 +104,11 @@ async fn a_write_that_cannot_complete_ends_the_connection_within_the_keepalive_b
 struct ResumeGate(Arc<Semaphore>);
 
 impl Hooks for ResumeGate {
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
-        Box::pin(async move {
-            if attempt.resuming {
-                let _ = self.0.acquire().await.map(|p| p.forget());
-            }
-            Verdict::Allow
-        })
+    async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
+        if attempt.resuming {
+            let _ = self.0.acquire().await.map(|p| p.forget());
+        }
+        Verdict::Allow
     }
 }
 
@@ -178,16 +175,15 @@ struct User(&'static str);
 struct Bans(Arc<Mutex<HashSet<&'static str>>>);
 
 impl Hooks for Bans {
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
-        let verdict = match attempt.context.get::<User>() {
+    async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
+        match attempt.context.get::<User>() {
             None => Verdict::Deny("sign in first".into()),
             Some(User(u)) if self.0.lock().is_ok_and(|b| b.contains(u)) => {
                 Verdict::Deny("banned".into())
             }
             Some(User(u)) if *u != attempt.name.as_str() => Verdict::Deny(format!("you are {u}")),
             Some(_) => Verdict::Allow,
-        };
-        Box::pin(std::future::ready(verdict))
+        }
     }
 }
 
@@ -259,16 +255,14 @@ struct Judge {
 }
 
 impl Hooks for Judge {
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
-        Box::pin(async move {
-            if attempt.resuming {
-                if let Ok(mut seen) = self.seen.lock() {
-                    seen.push(attempt.name.to_string());
-                }
-                let _ = self.gate.acquire().await.map(|p| p.forget());
+    async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
+        if attempt.resuming {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.push(attempt.name.to_string());
             }
-            Verdict::Allow
-        })
+            let _ = self.gate.acquire().await.map(|p| p.forget());
+        }
+        Verdict::Allow
     }
 }
 

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 use chatroom_core::protocol::Event;
 use chatroom_core::testing::TestClient;
 use chatroom_core::{
-    ConnectionContext, Filter, Hooks, Hub, JoinAttempt, MessageAttempt, NameCheck, PostError,
-    RenameAttempt, RoomName, RoomSummary, Verdict, close_code,
+    ConnectionContext, Filter, Hooks, Hub, JoinAttempt, MessageAttempt, NameCheck, ObservedEvent,
+    PostError, RenameAttempt, RoomSummary, Verdict, close_code,
 };
 use common::*;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,44 +23,36 @@ struct Policy {
 }
 
 impl Hooks for Policy {
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
-        Box::pin(async move {
-            match attempt.context.get::<User>() {
-                None => Verdict::Deny("sign in first".into()),
-                Some(_) if attempt.room.as_str() == "staff" => Verdict::Deny("staff only".into()),
-                Some(_) => Verdict::Allow,
-            }
-        })
-    }
-
-    fn authorize_rename<'a>(&'a self, attempt: RenameAttempt<'a>) -> BoxFuture<'a, Verdict> {
-        let deny = attempt.name.as_str().eq_ignore_ascii_case("admin");
-        Box::pin(async move {
-            if deny {
-                Verdict::Deny("reserved name".into())
-            } else {
-                Verdict::Allow
-            }
-        })
-    }
-
-    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
-        Box::pin(async move {
-            if attempt.text.contains("spam") {
-                Filter::Deny("no spam".into())
-            } else if attempt.text.contains("darn") {
-                Filter::Replace(attempt.text.replace("darn", "d*rn"))
-            } else {
-                Filter::Allow
-            }
-        })
-    }
-
-    fn on_event<'a>(&'a self, room: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.push((room.to_string(), event.clone()));
+    async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
+        match attempt.context.get::<User>() {
+            None => Verdict::Deny("sign in first".into()),
+            Some(_) if attempt.room.as_str() == "staff" => Verdict::Deny("staff only".into()),
+            Some(_) => Verdict::Allow,
         }
-        Box::pin(async {})
+    }
+
+    async fn authorize_rename(&self, attempt: RenameAttempt<'_>) -> Verdict {
+        if attempt.name.as_str().eq_ignore_ascii_case("admin") {
+            Verdict::Deny("reserved name".into())
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    async fn filter_message(&self, attempt: MessageAttempt<'_>) -> Filter {
+        if attempt.text.contains("spam") {
+            Filter::Deny("no spam".into())
+        } else if attempt.text.contains("darn") {
+            Filter::Replace(attempt.text.replace("darn", "d*rn"))
+        } else {
+            Filter::Allow
+        }
+    }
+
+    async fn on_event(&self, seen: ObservedEvent<'_>) {
+        if let Ok(mut log) = self.seen.lock() {
+            log.push((seen.room.to_string(), seen.event.clone()));
+        }
     }
 }
 
@@ -220,25 +211,23 @@ async fn the_host_can_post_system_messages_and_kick_members() {
 struct Buggy;
 
 impl Hooks for Buggy {
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
+    async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
         assert_ne!(
             attempt.name.as_str(),
             "boom",
             "bug in the host's join policy"
         );
-        Box::pin(async { Verdict::Allow })
+        Verdict::Allow
     }
 
-    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
-        Box::pin(async move {
-            assert_ne!(attempt.text, "boom", "bug in the host's filter");
-            Filter::Allow
-        })
+    async fn filter_message(&self, attempt: MessageAttempt<'_>) -> Filter {
+        assert_ne!(attempt.text, "boom", "bug in the host's filter");
+        Filter::Allow
     }
 
-    fn on_event<'a>(&'a self, _: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-        let explode = matches!(event, Event::Message(m) if &*m.text == "explode");
-        Box::pin(async move { assert!(!explode, "bug in the host's observer") })
+    async fn on_event(&self, seen: ObservedEvent<'_>) {
+        let explode = matches!(seen.event, Event::Message(m) if &*m.text == "explode");
+        assert!(!explode, "bug in the host's observer");
     }
 }
 
@@ -263,4 +252,162 @@ async fn a_panicking_hook_is_answered_internal_and_nothing_else_breaks() {
         };
         assert_eq!(&*m.text, text, "the room survived its observer's panic");
     }
+}
+
+/// What the observers were told, in order.
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    fn note(&self, line: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line);
+    }
+
+    /// Waits (a bounded number of turns) until `line` was noted.
+    async fn saw(&self, line: &str) -> Vec<String> {
+        for _ in 0..2000 {
+            if self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|l| l == line)
+            {
+                return self
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "never saw {line:?}: {:?}",
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        );
+    }
+}
+
+fn user_of(context: Option<&ConnectionContext>) -> &'static str {
+    context.and_then(|c| c.get::<User>()).map_or("-", |u| u.0)
+}
+
+/// The observers get the context of the connection an event is about (the sender of
+/// a message, the member that joined, renamed or left; none for a host's post), why a
+/// member left, and each connection's end.
+#[tokio::test(start_paused = true)]
+async fn observers_see_who_did_what_why_members_left_and_connections_ending() {
+    let journal = Journal::default();
+    let (events, lefts, ends) = (journal.clone(), journal.clone(), journal.clone());
+    let hub = Hub::builder()
+        .limits(chatroom_core::Limits {
+            resume_grace: std::time::Duration::from_secs(5),
+            ..chatroom_core::Limits::default()
+        })
+        .on_event(move |seen| {
+            let what = match seen.event {
+                Event::Message(m) => format!("message {} from {}", m.text, m.from),
+                Event::Joined(j) => format!("joined {}", j.name),
+                Event::Left(l) => format!("left {}", l.name),
+                Event::Renamed(r) => format!("renamed {} to {}", r.from, r.to),
+            };
+            events.note(format!(
+                "{what} by {} in {}",
+                user_of(seen.context),
+                seen.room
+            ));
+        })
+        .on_member_left(move |gone| {
+            lefts.note(format!(
+                "{} ({}) {:?}",
+                gone.name,
+                user_of(Some(gone.context)),
+                gone.reason
+            ))
+        })
+        .on_disconnect(move |ended| {
+            ends.note(format!(
+                "disconnected {} {:?}",
+                user_of(Some(ended.context)),
+                ended.end
+            ))
+        })
+        .build();
+    let as_user = |user: &'static str| {
+        TestClient::connect_with(&hub, ConnectionContext::new().with(User(user)), 64)
+    };
+    let mut a = as_user("u1");
+    a.join("r", "A").await.expect("joins");
+    let mut b = as_user("u2");
+    b.join("r", "B").await.expect("joins");
+    let mut c = as_user("u3");
+    c.join("r", "C").await.expect("joins");
+    send(&a, json!({"type": "send", "text": "hi"})).await;
+    send(&b, json!({"type": "rename", "name": "Bee"})).await;
+    hub.post("r", "host", "notice").await.expect("posted");
+    send(&a, json!({"type": "leave"})).await;
+    journal.saw("A (u1) Left").await;
+    assert!(hub.kick("r", "Bee", "enough").await);
+    journal.saw("Bee (u2) Kicked").await;
+    c.drop_connection();
+    journal.saw("C (u3) Expired").await;
+    drop(a);
+    let seen = journal.saw("disconnected u1 ClosedByPeer").await;
+    for line in [
+        "joined A by u1 in r",
+        "joined B by u2 in r",
+        "message hi from A by u1 in r",
+        "renamed B to Bee by u2 in r",
+        "message notice from host by - in r",
+        "left A by u1 in r",
+        "left Bee by u2 in r",
+        "left C by u3 in r",
+        "disconnected u3 ClosedByPeer",
+        "disconnected u2 Closed(CloseFrame { code: 4003, reason: \"removed: enough\" })",
+    ] {
+        assert!(seen.iter().any(|l| l == line), "{line:?} in {seen:?}");
+    }
+    let order = |line: &str| seen.iter().position(|l| l == line).unwrap();
+    assert!(
+        order("left A by u1 in r") < order("A (u1) Left"),
+        "the event comes first"
+    );
+}
+
+/// A closure filter runs first, in place; the trait's filter sees its replaced text;
+/// a refusal from either stops the message.
+#[tokio::test]
+async fn closure_and_trait_filters_compose() {
+    struct Shout;
+    impl Hooks for Shout {
+        async fn filter_message(&self, attempt: MessageAttempt<'_>) -> Filter {
+            if attempt.text.contains("secret") {
+                Filter::Deny("no secrets".into())
+            } else {
+                Filter::Replace(attempt.text.to_uppercase())
+            }
+        }
+    }
+    let hub = Hub::builder()
+        .hooks(Shout)
+        .filter_message(|m| match m.text {
+            "spam" => Filter::Deny("no spam".into()),
+            text => Filter::Replace(text.replace("darn", "d*rn")),
+        })
+        .build();
+    let (mut a, _) = joined(&hub, "r", "A").await;
+    send(&a, json!({"type": "send", "text": "darn it"})).await;
+    let Event::Message(m) = a.event().await.expect("event") else {
+        panic!("a message")
+    };
+    assert_eq!(&*m.text, "D*RN IT");
+    send(&a, json!({"type": "send", "text": "spam", "ref": 1})).await;
+    assert_eq!(expect_error(&mut a, "forbidden").await, Some(json!(1)));
+    send(&a, json!({"type": "send", "text": "a secret", "ref": 2})).await;
+    assert_eq!(expect_error(&mut a, "forbidden").await, Some(json!(2)));
 }

@@ -8,9 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chatroom_core::protocol::Event;
-use chatroom_core::{Filter, Hooks, Hub, MessageAttempt, RoomName, close_code};
+use chatroom_core::{Filter, Hooks, Hub, MessageAttempt, ObservedEvent, close_code};
 use common::*;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 
 /// The hub, handed to the hooks once it is built.
@@ -19,37 +18,34 @@ type Later = Arc<OnceLock<Hub>>;
 struct Moderator(Later);
 
 impl Hooks for Moderator {
-    fn on_event<'a>(&'a self, room: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let (Some(hub), Event::Message(m)) = (self.0.get(), event) else {
-                return;
-            };
-            if m.text.contains("badword") {
-                hub.kick(room.as_str(), &m.from, "language").await;
-                let note = format!("{} was removed", m.from);
-                let _ = hub.post(room.as_str(), "moderator", &note).await;
-                // A query of the room's own state from inside the hook answers too.
-                if hub.room(room.as_str()).await.is_some() {
-                    let _ = hub
-                        .post(room.as_str(), "moderator", "the room answers")
-                        .await;
-                }
+    async fn on_event(&self, seen: ObservedEvent<'_>) {
+        let (Some(hub), Event::Message(m)) = (self.0.get(), seen.event) else {
+            return;
+        };
+        let room = seen.room;
+        if m.text.contains("badword") {
+            hub.kick(room.as_str(), &m.from, "language").await;
+            let note = format!("{} was removed", m.from);
+            let _ = hub.post(room.as_str(), "moderator", &note).await;
+            // A query of the room's own state from inside the hook answers too.
+            if hub.room(room.as_str()).await.is_some() {
+                let _ = hub
+                    .post(room.as_str(), "moderator", "the room answers")
+                    .await;
             }
-        })
+        }
     }
 
-    fn filter_message<'a>(&'a self, attempt: MessageAttempt<'a>) -> BoxFuture<'a, Filter> {
-        Box::pin(async move {
-            if let Some(hub) = self.0.get() {
-                if attempt.text == "!ping" {
-                    let _ = hub.post(attempt.room.as_str(), "bot", "pong").await;
-                }
-                if attempt.text == "!leave-me" {
-                    hub.kick(attempt.room.as_str(), "B", "asked to").await;
-                }
+    async fn filter_message(&self, attempt: MessageAttempt<'_>) -> Filter {
+        if let Some(hub) = self.0.get() {
+            if attempt.text == "!ping" {
+                let _ = hub.post(attempt.room.as_str(), "bot", "pong").await;
             }
-            Filter::Allow
-        })
+            if attempt.text == "!leave-me" {
+                hub.kick(attempt.room.as_str(), "B", "asked to").await;
+            }
+        }
+        Filter::Allow
     }
 }
 
@@ -125,17 +121,16 @@ struct Crossed {
 }
 
 impl Hooks for Crossed {
-    fn on_event<'a>(&'a self, room: &'a RoomName, event: &'a Event) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let (Some(hub), Event::Message(m)) = (self.hub.get(), event) else {
-                return;
-            };
-            if &*m.text == "go" {
-                self.both.wait().await;
-                let other = if room.as_str() == "x" { "y" } else { "x" };
-                let _ = hub.post(other, "relay", &format!("from {room}")).await;
-            }
-        })
+    async fn on_event(&self, seen: ObservedEvent<'_>) {
+        let (Some(hub), Event::Message(m)) = (self.hub.get(), seen.event) else {
+            return;
+        };
+        if &*m.text == "go" {
+            self.both.wait().await;
+            let room = seen.room;
+            let other = if room.as_str() == "x" { "y" } else { "x" };
+            let _ = hub.post(other, "relay", &format!("from {room}")).await;
+        }
     }
 }
 

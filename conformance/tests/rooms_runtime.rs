@@ -7,9 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use chatroom_conformance::{Adapter, Server};
-use chatroom_core::protocol::Event;
-use chatroom_core::{Hooks, Hub, RoomName};
-use futures_util::future::BoxFuture;
+use chatroom_core::{Hooks, Hub, ObservedEvent};
 use serde_json::json;
 
 /// Records the name of the thread each event is observed on (the room's runtime).
@@ -17,10 +15,9 @@ use serde_json::json;
 struct Threads(Arc<Mutex<Vec<String>>>);
 
 impl Hooks for Threads {
-    fn on_event<'a>(&'a self, _: &'a RoomName, _: &'a Event) -> BoxFuture<'a, ()> {
+    async fn on_event(&self, _: ObservedEvent<'_>) {
         let name = std::thread::current().name().unwrap_or("").to_owned();
         self.0.lock().expect("lock").push(name);
-        Box::pin(async {})
     }
 }
 

@@ -8,7 +8,6 @@ use chatroom_conformance::{Adapter, Client, Ended, Server, http_raw};
 use chatroom_core::{
     ConnectionContext, Hooks, Hub, JoinAttempt, Limits, OriginPolicy, Scheme, Verdict,
 };
-use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 fn hub(limits: Limits) -> Hub {
@@ -217,15 +216,12 @@ async fn room_full(adapter: Adapter) {
 struct NoRoot;
 
 impl Hooks for NoRoot {
-    fn authorize_join<'a>(&'a self, attempt: JoinAttempt<'a>) -> BoxFuture<'a, Verdict> {
-        let root = attempt.name.as_str().eq_ignore_ascii_case("root");
-        Box::pin(async move {
-            if root {
-                Verdict::Deny("that name is reserved".into())
-            } else {
-                Verdict::Allow
-            }
-        })
+    async fn authorize_join(&self, attempt: JoinAttempt<'_>) -> Verdict {
+        if attempt.name.as_str().eq_ignore_ascii_case("root") {
+            Verdict::Deny("that name is reserved".into())
+        } else {
+            Verdict::Allow
+        }
     }
 }
 
