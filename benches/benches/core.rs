@@ -241,45 +241,49 @@ fn fan_out(c: &mut Criterion) {
             ..Limits::default()
         };
         let hub = Hub::builder().limits(limits).build();
-        let mut clients = runtime.block_on(async {
-            let mut clients = Vec::new();
-            for i in 0..members {
-                let mut c = TestClient::connect_with(&hub, Default::default(), 8192);
-                c.join("fan", &format!("m{i}")).await.expect("joins");
-                clients.push(c);
-            }
-            // Drain the `joined` announcements.
-            for (i, c) in clients.iter_mut().enumerate() {
-                for _ in i + 1..members as usize {
-                    c.event().await.expect("joined");
-                }
-            }
-            clients
-        });
+        let mut clients = runtime.block_on(joined_room(&hub, "fan", members));
         let batch = 100u64;
         // Every member, the sender included, receives every event.
         group.throughput(Throughput::Elements(batch * members));
         group.bench_function(format!("{members}_members_x{batch}_events"), |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    for _ in 0..batch {
-                        clients[0]
-                            .send_text(r#"{"type":"send","text":"hello everyone"}"#)
-                            .await;
-                    }
-                    for c in clients.iter_mut() {
-                        for _ in 0..batch {
-                            black_box(c.next_raw().await);
-                        }
-                    }
-                })
-            })
+            b.iter(|| runtime.block_on(send_and_drain(&mut clients, batch)))
         });
     }
     group.finish();
 }
 
-/// A word filter that allows what it is given.
+/// `members` in-process members of `room`, every `joined` announcement drained.
+async fn joined_room(hub: &Hub, room: &str, members: u64) -> Vec<TestClient> {
+    let mut clients = Vec::new();
+    for i in 0..members {
+        let mut c = TestClient::connect_with(hub, Default::default(), 8192);
+        c.join(room, &format!("m{i}")).await.expect("joins");
+        clients.push(c);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for _ in i + 1..members as usize {
+            c.event().await.expect("joined");
+        }
+    }
+    clients
+}
+
+/// The first member sends `batch` messages; every member, the sender included,
+/// reads them all.
+async fn send_and_drain(clients: &mut [TestClient], batch: u64) {
+    for _ in 0..batch {
+        clients[0]
+            .send_text(r#"{"type":"send","text":"hello everyone"}"#)
+            .await;
+    }
+    for c in clients.iter_mut() {
+        for _ in 0..batch {
+            black_box(c.next_raw().await);
+        }
+    }
+}
+
+/// A word filter: rewrites "darn", allows the rest.
 fn allows(text: &str) -> Filter {
     if text.contains("darn") {
         Filter::Replace(text.replace("darn", "d**n"))
@@ -331,38 +335,10 @@ fn message_path_with_a_filter(c: &mut Criterion) {
     let (members, batch) = (10u64, 100u64);
     group.throughput(Throughput::Elements(batch));
     for (label, hub) in hubs {
-        let mut clients = runtime.block_on(async {
-            let mut clients = Vec::new();
-            for i in 0..members {
-                let mut c = TestClient::connect_with(&hub, Default::default(), 8192);
-                c.join("r", &format!("m{i}")).await.expect("joins");
-                clients.push(c);
-            }
-            for (i, c) in clients.iter_mut().enumerate() {
-                for _ in i + 1..members as usize {
-                    c.event().await.expect("joined");
-                }
-            }
-            clients
-        });
+        let mut clients = runtime.block_on(joined_room(&hub, "r", members));
         group.bench_function(
             format!("{label}/{members}_members_x{batch}_messages"),
-            |b| {
-                b.iter(|| {
-                    runtime.block_on(async {
-                        for _ in 0..batch {
-                            clients[0]
-                                .send_text(r#"{"type":"send","text":"hello everyone"}"#)
-                                .await;
-                        }
-                        for c in clients.iter_mut() {
-                            for _ in 0..batch {
-                                black_box(c.next_raw().await);
-                            }
-                        }
-                    })
-                })
-            },
+            |b| b.iter(|| runtime.block_on(send_and_drain(&mut clients, batch))),
         );
     }
     group.finish();

@@ -35,7 +35,7 @@ use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
 use crate::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use crate::queue::{PushError, QueueSender, queue};
-use crate::room::{MemberId, Now, Presence, Recorded, Room};
+use crate::room::{MemberId, Now, Recorded, Room};
 use crate::token::ResumeToken;
 
 /// What the hub and the room tasks share.
@@ -835,18 +835,8 @@ impl RoomActor {
 
     /// Frees every away member whose grace ran out, announcing each `left`.
     fn expire_due(&mut self) {
-        let at = now();
-        let due: Vec<MemberId> = self
-            .room
-            .members()
-            .iter()
-            .filter(|m| matches!(m.presence, Presence::Away { until } if until <= at.instant))
-            .map(|m| m.id)
-            .collect();
-        for member in due {
-            if let Ok(left) = self.room.leave(member, at) {
-                self.deliver(&left, About::Departed(member, LeaveReason::Expired));
-            }
+        for (member, left) in self.room.expire_due(now()) {
+            self.deliver(&left, About::Departed(member, LeaveReason::Expired));
         }
     }
 

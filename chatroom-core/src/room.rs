@@ -398,8 +398,9 @@ impl Room {
             .min()
     }
 
-    /// Frees every away member whose grace ran out by `now`, in join order.
-    pub fn expire_due(&mut self, now: Now) -> Vec<Recorded> {
+    /// Frees every away member whose grace ran out by `now`, in join order: each one's
+    /// id and `left` event.
+    pub fn expire_due(&mut self, now: Now) -> Vec<(MemberId, Recorded)> {
         if self.away == 0 {
             return Vec::new();
         }
@@ -410,7 +411,7 @@ impl Room {
             .map(|m| m.id)
             .collect();
         due.into_iter()
-            .filter_map(|id| self.leave(id, now).ok())
+            .filter_map(|id| Some((id, self.leave(id, now).ok()?)))
             .collect()
     }
 
@@ -570,7 +571,7 @@ mod tests {
         assert_eq!(r.next_deadline(), Some(later.instant));
         let left = r.expire_due(later);
         assert!(
-            matches!(left.as_slice(), [Recorded { event: Event::Left(e), .. }] if &*e.name == "A")
+            matches!(left.as_slice(), [(1, Recorded { event: Event::Left(e), .. })] if &*e.name == "A")
         );
         assert!(r.is_empty());
     }

@@ -360,7 +360,7 @@ fn run(ops: Vec<Op>) {
                     .members
                     .retain(|m| m.away_until.is_none_or(|t| t > model.now_ms));
                 assert_eq!(left.len(), due.len());
-                for (rec, name) in left.iter().zip(&due) {
+                for ((_, rec), name) in left.iter().zip(&due) {
                     check_event(&mut model, rec);
                     assert!(matches!(&rec.event, Event::Left(l) if *l.name == **name));
                 }

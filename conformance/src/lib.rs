@@ -289,6 +289,40 @@ impl RawResponse {
     }
 }
 
+/// Starts an actix app built by `app` (one worker, no signal handlers) on a thread of
+/// its own; its address, and its system to stop it with.
+pub fn actix_app<F, A, B>(app: F) -> (SocketAddr, actix_web::rt::System)
+where
+    F: Fn() -> actix_web::App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(app)
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .expect("listen")
+                .run();
+            ready_tx
+                .send(actix_web::rt::System::current())
+                .expect("report");
+            let _ = server.await;
+        });
+    });
+    (addr, ready_rx.recv().expect("started"))
+}
+
 /// Sends `head` (request line and headers, without the final blank line) as raw bytes,
 /// with `Host` added (and `Connection: close` unless `head` has a `Connection`), and
 /// reads the response: for a 101, its head only. For requests no HTTP client would

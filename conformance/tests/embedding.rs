@@ -2,47 +2,13 @@
 //! own whose hub lives in the app's own state.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::net::SocketAddr;
-
-use chatroom_conformance::{Client, http_raw};
+use chatroom_conformance::{Client, actix_app, http_raw};
 use chatroom_core::Hub;
 
 /// The app's own state, with the hub inside it.
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
-}
-
-/// Starts an actix app built by `app` on its own thread; its address and system.
-fn actix_app<F, A>(app: F) -> (SocketAddr, actix_web::rt::System)
-where
-    F: Fn() -> actix_web::App<A> + Send + Clone + 'static,
-    A: actix_web::dev::ServiceFactory<
-            actix_web::dev::ServiceRequest,
-            Config = (),
-            Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
-{
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = actix_web::HttpServer::new(app)
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run();
-            ready_tx
-                .send(actix_web::rt::System::current())
-                .expect("report");
-            let _ = server.await;
-        });
-    });
-    (addr, ready_rx.recv().expect("started"))
 }
 
 /// Defect: `chatroom_actix::websocket` on an own route needed a second

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use chatroom_conformance::Client;
+use chatroom_conformance::{Client, actix_app};
 use chatroom_core::{ConnectionContext, Hub, JoinAttempt, Verdict};
 use serde_json::json;
 
@@ -91,40 +91,23 @@ async fn axum_middleware_identity_reaches_the_join_policy() {
 #[tokio::test]
 async fn actix_middleware_identity_reaches_the_join_policy() {
     use actix_web::dev::Service;
-    use actix_web::{App, HttpMessage, HttpServer};
+    use actix_web::{App, HttpMessage};
     let hub = Hub::builder().authorize_join(signed_in).build();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .wrap_fn(|req, srv| {
-                        let user = req
-                            .headers()
-                            .get("x-user")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        if let Some(context) = context_from(user.as_deref()) {
-                            req.extensions_mut().insert(context);
-                        }
-                        srv.call(req)
-                    })
-                    .configure(chatroom_actix::configure(hub.clone()))
+    let (addr, system) = actix_app(move || {
+        App::new()
+            .wrap_fn(|req, srv| {
+                let user = req
+                    .headers()
+                    .get("x-user")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if let Some(context) = context_from(user.as_deref()) {
+                    req.extensions_mut().insert(context);
+                }
+                srv.call(req)
             })
-            .workers(1)
-            .disable_signals()
-            .listen(listener)
-            .expect("listen")
-            .run();
-            ready_tx
-                .send(actix_web::rt::System::current())
-                .expect("report");
-            let _ = server.await;
-        });
+            .configure(chatroom_actix::configure(hub.clone()))
     });
-    let system = ready_rx.recv().expect("started");
     check(addr).await;
     system.stop();
 }
