@@ -256,7 +256,7 @@ fn fan_out(c: &mut Criterion) {
 async fn joined_room(hub: &Hub, room: &str, members: u64) -> Vec<TestClient> {
     let mut clients = Vec::new();
     for i in 0..members {
-        let mut c = TestClient::connect_with(hub, Default::default(), 8192);
+        let mut c = TestClient::connect_with_buffer(hub, Default::default(), 8192);
         c.join(room, &format!("m{i}")).await.expect("joins");
         clients.push(c);
     }

@@ -53,9 +53,9 @@ pub(crate) struct JoinRequest {
     pub(crate) room: RoomName,
     pub(crate) entry: Entry,
     pub(crate) reference: Option<Ref>,
-    /// The connection's context, for the hooks that observe the room (`None` when
-    /// nothing observes).
-    pub(crate) context: Option<Arc<crate::hooks::ConnectionContext>>,
+    /// The connection's context, for the hooks that observe the room and for
+    /// [`Hub::members`](crate::Hub::members).
+    pub(crate) context: Arc<crate::hooks::ConnectionContext>,
 }
 
 /// A live membership of one connection.
@@ -180,6 +180,26 @@ pub struct RoomDetails {
     pub members: Vec<String>,
 }
 
+/// One member of a room as the host sees it, from [`Hub::members`](crate::Hub::members).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MemberInfo {
+    /// Its current display name.
+    pub name: String,
+    /// Whether it has a live connection now; `false` while it is away (its connection
+    /// ended without `leave` and its resume grace runs).
+    pub present: bool,
+    /// When it joined: its fresh join, which a resume or a rename does not change.
+    pub joined_at: std::time::SystemTime,
+    /// The context of its latest connection: whatever your middleware put there (your
+    /// user id, say: `member.context.get::<UserId>()`) and the peer address.
+    pub context: Arc<crate::hooks::ConnectionContext>,
+}
+
+/// Chooses members by the context of their connection, for
+/// [`Hub::kick_identity`](crate::Hub::kick_identity).
+pub(crate) type ContextMatch = Box<dyn Fn(&crate::hooks::ConnectionContext) -> bool + Send>;
+
 /// Where rooms live. The in-process implementation is [`crate::local::LocalBackplane`].
 pub(crate) trait Backplane: Send + Sync {
     fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>>;
@@ -215,6 +235,15 @@ pub(crate) trait Backplane: Send + Sync {
     fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<tokio::sync::oneshot::Sender<()>>>;
     /// Removes a member: its connection closes with 4003. False if there was none.
     fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool>;
+    /// Removes every member whose context `matches`, as [`Backplane::kick`]; how many.
+    fn kick_matching(
+        &self,
+        room: NameKey,
+        matches: ContextMatch,
+        reason: String,
+    ) -> BoxFuture<'_, usize>;
+    /// The room's members in join order; `None` if there is no such room.
+    fn members(&self, room: NameKey) -> BoxFuture<'_, Option<Vec<MemberInfo>>>;
     /// Queues `count` system posts to the room without waiting (none if its queue is
     /// full), to test what a backlog does; returns how many were queued.
     #[cfg(test)]

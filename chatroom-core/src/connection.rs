@@ -229,7 +229,8 @@ impl Bucket {
 struct Driver<T> {
     hub: Hub,
     limits: Arc<Limits>,
-    context: ConnectionContext,
+    /// Shared with the rooms the connection joins (for the hooks and `Hub::members`).
+    context: Arc<ConnectionContext>,
     /// The client's transport: a stream of its frames and a sink for ours.
     io: T,
     joined: Option<Joined>,
@@ -272,7 +273,7 @@ where
         unjoined_since: now,
         hub,
         limits,
-        context,
+        context: Arc::new(context),
         io,
         joined: None,
         rejections: VecDeque::new(),

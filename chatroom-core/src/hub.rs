@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, Membership, NotTaken, RoomCursor, RoomDetails,
+    Backplane, Entry, JoinFailure, JoinRequest, MemberInfo, Membership, NotTaken, RoomCursor, RoomDetails,
     RoomSummary, RoomsPage,
 };
 use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
@@ -429,18 +429,10 @@ impl Hub {
             .track_future(drive(self.clone(), context, transport))
     }
 
-    /// A copy of the context for the room to hand its observers, if anything observes.
-    fn observed_context(&self, context: &ConnectionContext) -> Option<Arc<ConnectionContext>> {
-        self.inner
-            .hooks
-            .observes()
-            .then(|| Arc::new(context.clone()))
-    }
-
     /// Validates a join, asks the policy hook, and joins through the backplane.
     pub(crate) async fn join(
         &self,
-        context: &ConnectionContext,
+        context: &Arc<ConnectionContext>,
         frame: JoinFrame<'_>,
     ) -> Result<(RoomName, Membership), JoinError> {
         if self.inner.cancel.is_cancelled() {
@@ -467,7 +459,7 @@ impl Hub {
                     room: room.clone(),
                     entry: Entry::Fresh { name, token },
                     reference: frame.reference,
-                    context: self.observed_context(context),
+                    context: context.clone(),
                 };
                 match self.inner.backplane.join(request).await {
                     Ok(m) => m,
@@ -506,7 +498,7 @@ impl Hub {
     /// older connection stays open, an away member keeps its grace period).
     async fn resume(
         &self,
-        context: &ConnectionContext,
+        context: &Arc<ConnectionContext>,
         room: &RoomName,
         token: ResumeToken,
         since: Option<u64>,
@@ -526,7 +518,7 @@ impl Hub {
                 room: room.clone(),
                 entry: Entry::Resume { token, since, name },
                 reference: reference.clone(),
-                context: self.observed_context(context),
+                context: context.clone(),
             };
             match backplane.join(request).await {
                 Ok(m) => return Ok(m),
@@ -623,6 +615,48 @@ impl Hub {
             .backplane
             .kick(room.key().clone(), name.key().clone(), reason.to_owned())
             .await
+    }
+
+    /// Removes every member of `room` whose connection's context holds `identity` (a
+    /// value of your type `T` that your middleware stored with
+    /// [`ConnectionContext::with`], compared with `==`): their connections close with
+    /// 4003 and `reason`, the others get `left`. Returns how many were removed (one
+    /// user may hold several members of a room, under different names; an away member
+    /// is matched by the context of its last connection). 0 if the room does not exist.
+    ///
+    /// ```
+    /// # async fn demo(hub: chatroom_core::Hub) {
+    /// #[derive(PartialEq)]
+    /// struct UserId(u64);
+    /// let removed = hub.kick_identity("General", UserId(42), "banned").await;
+    /// # let _ = removed;
+    /// # }
+    /// ```
+    pub async fn kick_identity<T>(&self, room: &str, identity: T, reason: &str) -> usize
+    where
+        T: std::any::Any + PartialEq + Send + Sync,
+    {
+        let Ok(room) = RoomName::parse_max(room, self.inner.limits.max_room_chars) else {
+            return 0;
+        };
+        let matches = Box::new(move |context: &ConnectionContext| {
+            context.get::<T>().is_some_and(|held| *held == identity)
+        });
+        self.inner
+            .backplane
+            .kick_matching(room.key().clone(), matches, reason.to_owned())
+            .await
+    }
+
+    /// A room's members in join order, present or away, each with its join time and
+    /// the context of its connection (the identity your middleware put there). `None`
+    /// if the room does not exist or the name is not a valid room name.
+    ///
+    /// Unlike [`Hub::room`], this asks the room's task (the contexts live there): it
+    /// waits its turn behind what the room has queued, like [`Hub::post`].
+    pub async fn members(&self, room: &str) -> Option<Vec<MemberInfo>> {
+        let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
+        self.inner.backplane.members(room.key().clone()).await
     }
 
     /// Shuts down gracefully: refuses new joins, closes every connection with 1001, and

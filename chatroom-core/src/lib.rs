@@ -52,6 +52,7 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod api;
@@ -67,10 +68,12 @@ mod origin;
 pub mod protocol;
 mod queue;
 pub mod room;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod token;
 
-pub use backplane::{BadCursor, RoomCursor, RoomDetails, RoomSummary, RoomsPage};
+pub use backplane::{BadCursor, MemberInfo, RoomCursor, RoomDetails, RoomSummary, RoomsPage};
 pub use connection::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
 pub use hooks::{

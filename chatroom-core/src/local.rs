@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, MemberChannel, Membership, NotTaken, RoomCursor,
-    RoomDetails, RoomGone, RoomSummary, RoomsPage,
+    Backplane, ContextMatch, Entry, JoinFailure, JoinRequest, MemberChannel, MemberInfo,
+    Membership, NotTaken, RoomCursor, RoomDetails, RoomGone, RoomSummary, RoomsPage,
 };
 use crate::connection::{Bucket, CloseFrame};
 use crate::error::{JoinError, RenameError};
@@ -35,7 +35,7 @@ use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
 use crate::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use crate::queue::{PushError, QueueSender, queue};
-use crate::room::{MemberId, Now, Recorded, Room};
+use crate::room::{MemberId, Now, Presence, Recorded, Room};
 use crate::token::ResumeToken;
 
 /// What the hub and the room tasks share.
@@ -492,6 +492,36 @@ impl Backplane for LocalBackplane {
             }
         })
     }
+
+    fn kick_matching(
+        &self,
+        room: NameKey,
+        matches: ContextMatch,
+        reason: String,
+    ) -> BoxFuture<'_, usize> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            match handle {
+                Some(h) => h
+                    .call(|reply| Command::KickMatching {
+                        matches,
+                        reason,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or(0),
+                None => 0,
+            }
+        })
+    }
+
+    fn members(&self, room: NameKey) -> BoxFuture<'_, Option<Vec<MemberInfo>>> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            let members = handle?.call(|reply| Command::Members { reply }).await?;
+            (!members.is_empty()).then_some(members)
+        })
+    }
 }
 
 impl RoomHandle {
@@ -572,7 +602,7 @@ enum Command {
     Join {
         entry: Entry,
         reference: Option<Ref>,
-        context: Option<Arc<ConnectionContext>>,
+        context: Arc<ConnectionContext>,
         reply: oneshot::Sender<JoinReply>,
     },
     Send {
@@ -616,6 +646,14 @@ enum Command {
         reason: String,
         reply: oneshot::Sender<bool>,
     },
+    KickMatching {
+        matches: ContextMatch,
+        reason: String,
+        reply: oneshot::Sender<usize>,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<MemberInfo>>,
+    },
     /// Holds the room task (commands and timers) until `resume` resolves or is
     /// dropped; `paused` says it is held. For tests of races (`testing::pause_room`).
     Pause {
@@ -647,7 +685,8 @@ struct RoomActor {
     /// The room's events for the host's `on_event`, which runs on a task of its own;
     /// `None` when no hook observes.
     observer: Option<Observer>,
-    /// The context of each member's latest connection, kept while hooks observe.
+    /// The context of each member's latest connection (present or away), for the
+    /// hooks and `Hub::members`.
     contexts: HashMap<MemberId, Arc<ConnectionContext>>,
     /// The members' display names as a JSON array, for welcomes and `GET /rooms/{room}`:
     /// a join appends to it; a leave or a rename marks it stale, and it is encoded
@@ -861,6 +900,12 @@ impl RoomActor {
                 Command::Kick { reply, .. } => {
                     let _ = reply.send(false);
                 }
+                Command::KickMatching { reply, .. } => {
+                    let _ = reply.send(0);
+                }
+                Command::Members { reply } => {
+                    let _ = reply.send(Vec::new());
+                }
                 Command::Leave { reply, .. } => {
                     let _ = reply.send(true);
                 }
@@ -956,6 +1001,40 @@ impl RoomActor {
                 }
                 let _ = reply.send(true);
             }
+            Command::KickMatching {
+                matches,
+                reason,
+                reply,
+            } => {
+                let chosen: Vec<MemberId> = self
+                    .room
+                    .members()
+                    .iter()
+                    .filter(|m| self.contexts.get(&m.id).is_some_and(|c| matches(c)))
+                    .map(|m| m.id)
+                    .collect();
+                for &member in &chosen {
+                    self.unlink(member, Some(CloseFrame::removed(&reason)));
+                    if let Ok(left) = self.room.leave(member, now()) {
+                        self.deliver(&left, About::Departed(member, LeaveReason::Kicked));
+                    }
+                }
+                let _ = reply.send(chosen.len());
+            }
+            Command::Members { reply } => {
+                let members = self
+                    .room
+                    .members()
+                    .iter()
+                    .map(|m| MemberInfo {
+                        name: m.name.to_string(),
+                        present: m.presence == Presence::Present,
+                        joined_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.joined_at),
+                        context: self.contexts.get(&m.id).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                let _ = reply.send(members);
+            }
         }
     }
 
@@ -993,7 +1072,7 @@ impl RoomActor {
         &mut self,
         entry: Entry,
         reference: Option<Ref>,
-        context: Option<Arc<ConnectionContext>>,
+        context: Arc<ConnectionContext>,
     ) -> JoinReply {
         let at = now();
         let (member, token, since) = match entry {
@@ -1005,9 +1084,7 @@ impl RoomActor {
                 match self.room.join(member, name, token, at) {
                     Ok(joined) => {
                         self.pay_for_a_fresh_join();
-                        if let Some(context) = context {
-                            self.contexts.insert(member, context);
-                        }
+                        self.contexts.insert(member, context);
                         // Everybody else gets `joined`; the newcomer finds it in its history.
                         self.deliver(&joined, About::Member(member));
                         (member, token, None)
@@ -1023,9 +1100,7 @@ impl RoomActor {
                         if back.was_present {
                             self.unlink(back.member, Some(CloseFrame::resumed_elsewhere()));
                         }
-                        if let Some(context) = context {
-                            self.contexts.insert(back.member, context);
-                        }
+                        self.contexts.insert(back.member, context);
                         (back.member, token, since)
                     }
                     Err(e) => return JoinReply::Refused(e),
@@ -1126,25 +1201,29 @@ impl RoomActor {
         // What readers outside the room see is up to date before anyone hears of the
         // event (a joiner's welcome, a hook that asks the hub).
         self.publish();
-        if let Some(observer) = &self.observer {
-            let (member, departure) = match about {
-                About::Nobody => (None, None),
-                About::Member(m) => (Some(m), None),
-                About::Departed(m, why) => (Some(m), Some(why)),
-            };
-            let context = member.and_then(|m| self.contexts.get(&m)).cloned();
-            observer.observe(Observed::Event(event.event.clone(), context));
-            if let (Some(member), Some(reason), Event::Left(left)) =
-                (member, departure, &event.event)
-            {
+        let (member, departure) = match about {
+            About::Nobody => (None, None),
+            About::Member(m) => (Some(m), None),
+            About::Departed(m, why) => (Some(m), Some(why)),
+        };
+        let context = member.and_then(|m| self.contexts.get(&m)).cloned();
+        let departed = match (member, departure, &event.event) {
+            (Some(member), Some(reason), Event::Left(left)) => {
                 let context = self.contexts.remove(&member).unwrap_or_default();
                 if self.contexts.capacity() > 16
                     && self.contexts.len() < self.contexts.capacity() / 4
                 {
                     self.contexts.shrink_to(self.contexts.len() * 2);
                 }
+                Some((left.name.clone(), context, reason))
+            }
+            _ => None,
+        };
+        if let Some(observer) = &self.observer {
+            observer.observe(Observed::Event(event.event.clone(), context));
+            if let Some((name, context, reason)) = departed {
                 observer.observe(Observed::Left {
-                    name: left.name.clone(),
+                    name,
                     context,
                     reason,
                 });

@@ -51,6 +51,9 @@ pub struct Member {
     pub name: DisplayName,
     /// Present or away.
     pub presence: Presence,
+    /// When it joined (its fresh join; a resume keeps it), in milliseconds since the
+    /// Unix epoch, as event timestamps.
+    pub joined_at: u64,
     token: ResumeToken,
 }
 
@@ -209,6 +212,7 @@ impl Room {
             id,
             name,
             presence: Presence::Present,
+            joined_at: now.ts,
             token,
         });
         Ok(self.record(now, |id, ts| {

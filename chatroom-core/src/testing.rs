@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use crate::connection::{CloseFrame, Incoming, Outgoing};
+use crate::error::ErrorCode;
 use crate::hooks::ConnectionContext;
 use crate::hub::Hub;
 use crate::protocol::{Event, Reply, ServerFrame, Welcome};
@@ -26,10 +27,18 @@ pub enum Closed {
     /// The server sent something that is not a valid server frame.
     #[error("the server sent an invalid frame: {0}")]
     Invalid(String),
-    /// A `join` was answered with an error (its code and message).
-    #[error("the join was refused: {0}")]
-    Refused(String),
+    /// A `join` was answered with an error.
+    #[error("the join was refused: {code}: {message}")]
+    Refused {
+        /// The error code, e.g. [`ErrorCode::NameTaken`].
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
 }
+
+/// Frames a [`TestClient`] may leave unread before the server's writes wait.
+const DEFAULT_BUFFER: usize = 1024;
 
 /// One in-memory client connection.
 #[derive(Debug)]
@@ -41,12 +50,23 @@ pub struct TestClient {
 impl TestClient {
     /// Connects to `hub` with an empty context. Needs a tokio runtime.
     pub fn connect(hub: &Hub) -> TestClient {
-        TestClient::connect_with(hub, ConnectionContext::new(), 1024)
+        TestClient::connect_with(hub, ConnectionContext::new())
     }
 
-    /// Connects with a context and the capacity of the client's receive buffer. A small
-    /// buffer that is never read makes a stalled reader.
-    pub fn connect_with(hub: &Hub, context: ConnectionContext, buffer: usize) -> TestClient {
+    /// Connects with a context, as your middleware would have made it: the hooks see
+    /// it, e.g. `ConnectionContext::new().with(UserId(7))`.
+    pub fn connect_with(hub: &Hub, context: ConnectionContext) -> TestClient {
+        TestClient::connect_with_buffer(hub, context, DEFAULT_BUFFER)
+    }
+
+    /// Connects with a context and room for at most `frames` frames that the server
+    /// sent and this client has not read yet (at least 1; [`connect`](Self::connect)
+    /// leaves room for 1024). When it is full the server's writes wait, as they do on a
+    /// socket whose reader stopped: with a small buffer that is never read, this is a
+    /// slow consumer, which the server disconnects ([`Limits::ping_timeout`](crate::Limits::ping_timeout),
+    /// [`Limits::outgoing_queue`](crate::Limits::outgoing_queue)).
+    pub fn connect_with_buffer(hub: &Hub, context: ConnectionContext, frames: usize) -> TestClient {
+        let buffer = frames;
         let (to_server, mut server_rx) = mpsc::channel::<Incoming>(64);
         let (server_tx, from_server) = mpsc::channel::<Outgoing>(buffer.max(1));
         let incoming = stream::poll_fn(move |cx| server_rx.poll_recv(cx));
@@ -92,7 +112,7 @@ impl TestClient {
         match self.recv().await? {
             ServerFrame::Reply(Reply::Welcome(w)) => Ok(w),
             ServerFrame::Reply(Reply::Error { code, message, .. }) => {
-                Err(Closed::Refused(format!("{code}: {message}")))
+                Err(Closed::Refused { code, message })
             }
             other => Err(Closed::Invalid(format!(
                 "expected a welcome, got {other:?}"

@@ -79,7 +79,7 @@ async fn a_write_that_cannot_complete_ends_the_connection_within_the_keepalive_b
     });
     let (mut a, _) = joined(&hub, "r", "A").await;
     // Room for one frame between the server and this client, which never reads again.
-    let mut stuck = TestClient::connect_with(&hub, ConnectionContext::new(), 1);
+    let mut stuck = TestClient::connect_with_buffer(&hub, ConnectionContext::new(), 1);
     stuck.join("r", "Stuck").await.expect("joins");
     expect_event(&mut a).await; // joined
     let start = Instant::now();
@@ -188,7 +188,7 @@ impl Hooks for Bans {
 }
 
 fn as_user(hub: &Hub, user: &'static str) -> TestClient {
-    TestClient::connect_with(hub, ConnectionContext::new().with(User(user)), 64)
+    TestClient::connect_with_buffer(hub, ConnectionContext::new().with(User(user)), 64)
 }
 
 fn resume_frame(token: &str, since: u64) -> serde_json::Value {
@@ -364,7 +364,7 @@ async fn a_leave_behind_a_backlog_with_a_slow_reader_leaves_cleanly() {
         ..Limits::default()
     });
     // Room for one frame between the server and this client until it reads.
-    let mut slow = TestClient::connect_with(&hub, ConnectionContext::new(), 1);
+    let mut slow = TestClient::connect_with_buffer(&hub, ConnectionContext::new(), 1);
     slow.join("r", "Slow").await.expect("joins");
     let (f, _) = joined(&hub, "r", "F").await;
     expect_event(&mut slow).await; // F joined

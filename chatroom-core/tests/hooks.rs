@@ -57,7 +57,7 @@ impl Hooks for Policy {
 }
 
 fn signed_in(hub: &Hub) -> TestClient {
-    TestClient::connect_with(hub, ConnectionContext::new().with(User("u1")), 64)
+    TestClient::connect_with(hub, ConnectionContext::new().with(User("u1")))
 }
 
 #[tokio::test]
@@ -339,7 +339,7 @@ async fn observers_see_who_did_what_why_members_left_and_connections_ending() {
         })
         .build();
     let as_user = |user: &'static str| {
-        TestClient::connect_with(&hub, ConnectionContext::new().with(User(user)), 64)
+        TestClient::connect_with(&hub, ConnectionContext::new().with(User(user)))
     };
     let mut a = as_user("u1");
     a.join("r", "A").await.expect("joins");

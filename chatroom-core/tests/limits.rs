@@ -168,7 +168,7 @@ async fn a_stalled_reader_is_disconnected_while_the_others_get_everything_in_ord
     });
     let (mut a, _) = joined(&hub, "r", "A").await;
     // A client whose receive buffer holds one frame and which never reads.
-    let mut stalled = TestClient::connect_with(&hub, ConnectionContext::new(), 1);
+    let mut stalled = TestClient::connect_with_buffer(&hub, ConnectionContext::new(), 1);
     send(&stalled, join_frame("r", "S")).await;
     let (sender, _) = joined(&hub, "r", "B").await;
     let count = 300u64;
