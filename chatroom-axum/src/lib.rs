@@ -47,6 +47,11 @@
 //! that arrives without a context is logged at debug level, with this hint.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -56,7 +61,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{self, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRef, State};
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -91,9 +96,45 @@ const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// The chat routes (`/ws`, `/rooms`, `/rooms/{room}`, `/rooms/{room}/names/{name}`),
-/// ready to `nest` under any prefix in an app with any state.
+/// ready to `nest` under any prefix in an app with any state. For an app whose state
+/// already holds the hub, [`routes`] takes it from there.
 pub fn router<S>(hub: Hub) -> Router<S>
 where
+    S: Clone + Send + Sync + 'static,
+{
+    routes::<Hub>().with_state(hub)
+}
+
+/// The same routes as [`router`], taking the hub from the app's state: for an app
+/// whose own state holds the [`Hub`] (`impl FromRef<AppState> for Hub`, or
+/// `#[derive(FromRef)]` with axum's `macros` feature), so that the hub is not passed
+/// twice.
+///
+/// ```
+/// use axum::{Router, extract::FromRef};
+/// use chatroom_axum::Hub;
+///
+/// #[derive(Clone)]
+/// struct AppState {
+///     hub: Hub,
+///     greeting: &'static str,
+/// }
+///
+/// impl FromRef<AppState> for Hub {
+///     fn from_ref(state: &AppState) -> Hub {
+///         state.hub.clone()
+///     }
+/// }
+///
+/// let state = AppState { hub: Hub::new(), greeting: "hello" };
+/// let app: Router = Router::new()
+///     .nest("/chat", chatroom_axum::routes())
+///     .with_state(state);
+/// # let _ = app;
+/// ```
+pub fn routes<S>() -> Router<S>
+where
+    Hub: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
     // Every method reaches the handlers, which answer all but GET with the core's 405,
@@ -103,7 +144,6 @@ where
         .route("/rooms", any(rooms))
         .route("/rooms/{room}", any(room))
         .route("/rooms/{room}/names/{name}", any(name_check))
-        .with_state(hub)
 }
 
 /// The WebSocket handler, for apps that want their own route:

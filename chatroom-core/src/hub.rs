@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, MemberInfo, Membership, NotTaken, RoomCursor, RoomDetails,
-    RoomSummary, RoomsPage,
+    Backplane, Entry, JoinFailure, JoinRequest, MemberInfo, Membership, NotTaken, RoomCursor,
+    RoomDetails, RoomSummary, RoomsPage,
 };
 use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
 use crate::error::{JoinError, SendError};

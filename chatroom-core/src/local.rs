@@ -1029,7 +1029,8 @@ impl RoomActor {
                     .map(|m| MemberInfo {
                         name: m.name.to_string(),
                         present: m.presence == Presence::Present,
-                        joined_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.joined_at),
+                        joined_at: std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(m.joined_at),
                         context: self.contexts.get(&m.id).cloned().unwrap_or_default(),
                     })
                     .collect();

@@ -14,6 +14,8 @@ use crate::error::ErrorCode;
 use crate::hooks::ConnectionContext;
 use crate::hub::Hub;
 use crate::protocol::{Event, Reply, ServerFrame, Welcome};
+#[cfg(feature = "testing")]
+use tokio_tungstenite::tungstenite::http;
 
 /// How a [`TestClient`] read ended without a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,4 +190,145 @@ pub async fn pause_room(hub: &Hub, room: &str) -> Option<RoomPause> {
     Some(RoomPause {
         resume: Some(resume),
     })
+}
+
+/// A WebSocket upgrade request for [`connect_over`] (the `http` crate's, as axum's):
+/// `Request::get("/chat/ws").header("authorization", "Bearer ann").body(())`.
+#[cfg(feature = "testing")]
+pub type Request = http::Request<()>;
+
+#[cfg(feature = "testing")]
+/// The server answered a WebSocket upgrade with something else than 101.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the upgrade was refused with HTTP {status}: {body}")]
+pub struct UpgradeRefused {
+    /// The HTTP status, e.g. 403 from your auth middleware.
+    pub status: u16,
+    /// The response body, as text.
+    pub body: String,
+}
+
+#[cfg(feature = "testing")]
+/// A [`TestClient`] over a real WebSocket on `stream`: sends `request` as the upgrade
+/// (the WebSocket handshake headers are added when missing; `Host` defaults to
+/// `localhost`), then speaks the protocol over it. What adapters' test helpers build
+/// on, e.g. `chatroom_axum::testing::connect`, which serves your whole router over an
+/// in-memory stream, so that your own middleware and extractors run as in production.
+pub async fn connect_over<S>(
+    stream: S,
+    request: http::Request<()>,
+) -> Result<TestClient, UpgradeRefused>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+
+    let request = with_handshake_headers(request);
+    let (mut socket, _) = match tokio_tungstenite::client_async(request, stream).await {
+        Ok(upgraded) => upgraded,
+        Err(Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            return Err(UpgradeRefused { status, body });
+        }
+        Err(e) => {
+            return Err(UpgradeRefused {
+                status: 0,
+                body: format!("the WebSocket handshake failed: {e}"),
+            });
+        }
+    };
+    let (to_server, mut from_client) = mpsc::channel::<Incoming>(64);
+    let (to_client, from_server) = mpsc::channel::<Outgoing>(DEFAULT_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = from_client.recv() => {
+                    let message = match frame {
+                        Some(Incoming::Text(text)) => match String::from_utf8(text.to_vec()) {
+                            Ok(text) => Message::text(text),
+                            Err(_) => continue,
+                        },
+                        Some(Incoming::Binary) => Message::binary(Vec::new()),
+                        // The WebSocket answers the server's pings by itself.
+                        Some(Incoming::Pong | Incoming::TooLarge) => continue,
+                        // The client was dropped or `drop_connection` was called.
+                        None => break,
+                    };
+                    if socket.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                message = socket.next() => {
+                    let frame = match message {
+                        Some(Ok(Message::Text(text))) => Outgoing::Text(text.to_string().into()),
+                        Some(Ok(Message::Close(close))) => {
+                            let (code, reason) = close
+                                .map(|c| (u16::from(c.code), c.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            let _ = to_client.send(Outgoing::Close(CloseFrame::new(code, &reason))).await;
+                            break;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) | None => break,
+                    };
+                    if to_client.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Ok(TestClient {
+        to_server: Some(to_server),
+        from_server,
+    })
+}
+
+#[cfg(feature = "testing")]
+/// `request` with what a WebSocket upgrade needs and it lacks.
+fn with_handshake_headers(mut request: http::Request<()>) -> http::Request<()> {
+    use http::header::{self, HeaderValue};
+    use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+
+    let headers = request.headers_mut();
+    let defaults = [
+        (header::HOST, HeaderValue::from_static("localhost")),
+        (header::CONNECTION, HeaderValue::from_static("Upgrade")),
+        (header::UPGRADE, HeaderValue::from_static("websocket")),
+        (
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        ),
+    ];
+    for (name, value) in defaults {
+        headers.entry(name).or_insert(value);
+    }
+    if !headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+        if let Ok(key) = HeaderValue::from_str(&generate_key()) {
+            headers.insert(header::SEC_WEBSOCKET_KEY, key);
+        }
+    }
+    // tungstenite wants an absolute URI to read the host and scheme from.
+    if request.uri().scheme().is_none() {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_owned();
+        if let Ok(uri) = format!("ws://{host}{path}").parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }

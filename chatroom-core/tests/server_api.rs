@@ -31,10 +31,20 @@ async fn members_come_with_presence_join_time_and_the_identity_of_their_connecti
     let members = hub.members("general").await.expect("the room exists");
     let seen: Vec<(&str, bool, Option<u64>)> = members
         .iter()
-        .map(|m| (m.name.as_str(), m.present, m.context.get::<UserId>().map(|u| u.0)))
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.present,
+                m.context.get::<UserId>().map(|u| u.0),
+            )
+        })
         .collect();
     assert_eq!(seen, [("Ann", true, Some(1)), ("Bob", true, Some(2))]);
-    assert!(members.iter().all(|m| m.joined_at >= before && m.joined_at <= SystemTime::now()));
+    assert!(
+        members
+            .iter()
+            .all(|m| m.joined_at >= before && m.joined_at <= SystemTime::now())
+    );
     assert!(members[0].joined_at <= members[1].joined_at);
 
     // Bob's connection drops: he is away, still with his identity and join time.
