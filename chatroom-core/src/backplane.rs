@@ -232,6 +232,7 @@ pub(crate) trait Backplane: Send + Sync {
     fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>>;
     /// Holds the room's task until the returned sender is used or dropped; `None` if
     /// there is no such room. For tests of races.
+    #[cfg(any(test, feature = "testing"))]
     fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<tokio::sync::oneshot::Sender<()>>>;
     /// Removes a member: its connection closes with 4003. False if there was none.
     fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool>;

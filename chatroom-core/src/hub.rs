@@ -379,6 +379,7 @@ impl Hub {
         self.inner.limits.clone()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn backplane(&self) -> &dyn Backplane {
         &*self.inner.backplane
     }

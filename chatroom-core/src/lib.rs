@@ -1,23 +1,38 @@
 //! Transport-agnostic chat rooms: the rules, the actors and the wire protocol.
 //!
+//! Most apps depend on an adapter, `chatroom-axum` or `chatroom-actix`, which
+//! re-exports what an embedder types from here: the [`Hub`] and its [`HubBuilder`],
+//! the [`Hooks`] (or the builder's closures) with [`ConnectionContext`], the
+//! [`Limits`], and the error types ([`JoinError`], [`PostError`], [`ErrorCode`], ...).
+//! From the hub, the host reads rooms ([`Hub::rooms_page`], [`Hub::room`],
+//! [`Hub::members`]) and acts on them ([`Hub::post`], [`Hub::kick`],
+//! [`Hub::kick_identity`], [`Hub::shutdown`]).
+//!
 //! # Architecture
 //!
 //! - [`name`]: display and room names, validated once, with a collision key (caseless,
 //!   NFKC, UTS #39 skeleton) that decides which names are "the same".
-//! - [`room::Room`]: the rules of one room as a plain state machine (no tokio, no clock,
+//! - `room::Room`: the rules of one room as a plain state machine (no tokio, no clock,
 //!   no randomness): members in join order, present or away, gapless event ids,
-//!   history, renames, resume by `since`, the grace period.
+//!   history, renames, resume by `since`, the grace period. Public for the benches,
+//!   the fuzzers and other backplanes, hidden from these docs: an embedder never
+//!   needs it.
 //! - [`Hub`]: the cheap-to-clone handle, the only way in. Behind it each room is a tokio
 //!   task that owns its `Room`, receives commands on a bounded channel, encodes every
 //!   event once and queues the same bytes to each member without waiting for any.
 //! - [`Hub::serve`]: the per-connection driver over any `Stream`/`Sink` of frames; web
-//!   adapters (axum, actix-web) only convert their WebSocket messages.
+//!   adapters (axum, actix-web) only convert their WebSocket messages ([`api`] has
+//!   what both adapters answer over HTTP).
 //! - [`protocol`]: the JSON frames of PROTOCOL.md; [`error`]: one error enum per
 //!   operation and the one mapping to protocol codes; [`Limits`]: every limit.
 //! - [`Hooks`]: the host application's join/rename policy, message filter and event
 //!   observer. An internal backplane trait is the seam for a future cluster.
 //!
 //! # Testing room logic without a network
+//!
+//! With the `testing` feature (`chatroom-core = { version = "0.1", features =
+//! ["testing"] }` under `[dev-dependencies]`), `testing::TestClient` is a connection
+//! over in-memory channels: your hooks and rules run as they do in production.
 //!
 //! ```
 //! use chatroom_core::{Hub, Limits};
@@ -67,6 +82,8 @@ pub mod name;
 mod origin;
 pub mod protocol;
 mod queue;
+// The pure rules: for benches, fuzzers and backplanes, not for embedders.
+#[doc(hidden)]
 pub mod room;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

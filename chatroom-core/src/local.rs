@@ -461,6 +461,7 @@ impl Backplane for LocalBackplane {
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
     fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<oneshot::Sender<()>>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
@@ -656,6 +657,7 @@ enum Command {
     },
     /// Holds the room task (commands and timers) until `resume` resolves or is
     /// dropped; `paused` says it is held. For tests of races (`testing::pause_room`).
+    #[cfg(any(test, feature = "testing"))]
     Pause {
         paused: oneshot::Sender<()>,
         resume: oneshot::Receiver<()>,
@@ -842,6 +844,7 @@ impl RoomActor {
                         self.expire_due();
                     }
                     cmd = self.rx.recv() => match cmd {
+                        #[cfg(any(test, feature = "testing"))]
                         Some(Command::Pause { paused, resume }) => {
                             let _ = paused.send(());
                             tokio::select! {
@@ -909,10 +912,9 @@ impl RoomActor {
                 Command::Leave { reply, .. } => {
                     let _ = reply.send(true);
                 }
-                Command::Send { .. }
-                | Command::Rename { .. }
-                | Command::Disconnect { .. }
-                | Command::Pause { .. } => {}
+                Command::Send { .. } | Command::Rename { .. } | Command::Disconnect { .. } => {}
+                #[cfg(any(test, feature = "testing"))]
+                Command::Pause { .. } => {}
                 #[cfg(test)]
                 Command::Fault => {}
             }
@@ -985,6 +987,7 @@ impl RoomActor {
             #[cfg(test)]
             Command::Fault => panic!("injected room fault"),
             // Taken by the run loop.
+            #[cfg(any(test, feature = "testing"))]
             Command::Pause { .. } => {}
             Command::Kick {
                 name,
