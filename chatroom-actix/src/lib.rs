@@ -116,11 +116,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 
 pub use chatroom_core;
-/// What an embedder types, so that this crate is the only chatroom dependency needed.
+// What an embedder types, so that this crate is the only chatroom dependency needed.
 pub use chatroom_core::{
-    ConnectionContext, Disconnected, DisplayName, Filter, Hooks, Hub, HubBuilder, JoinAttempt,
-    LeaveReason, Limits, MemberLeft, MessageAttempt, ObservedEvent, OriginPolicy, RenameAttempt,
-    RoomName, Verdict,
+    BadCursor, ConnectionContext, Disconnected, DisplayName, ErrorCode, Filter, Hooks, Hub,
+    HubBuilder, JoinAttempt, JoinError, LeaveReason, Limits, MemberInfo, MemberLeft,
+    MessageAttempt, NameCheck, NameError, ObservedEvent, OriginPolicy, PostError, RenameAttempt,
+    RoomCursor, RoomDetails, RoomName, RoomSummary, RoomsPage, Scheme, Verdict,
 };
 
 // The README's examples compile as doctests.

@@ -71,11 +71,12 @@ use chatroom_core::{ConnectionEnd, Incoming, Outgoing};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 pub use chatroom_core;
-/// What an embedder types, so that this crate is the only chatroom dependency needed.
+// What an embedder types, so that this crate is the only chatroom dependency needed.
 pub use chatroom_core::{
-    ConnectionContext, Disconnected, DisplayName, Filter, Hooks, Hub, HubBuilder, JoinAttempt,
-    LeaveReason, Limits, MemberLeft, MessageAttempt, ObservedEvent, OriginPolicy, RenameAttempt,
-    RoomName, Verdict,
+    BadCursor, ConnectionContext, Disconnected, DisplayName, ErrorCode, Filter, Hooks, Hub,
+    HubBuilder, JoinAttempt, JoinError, LeaveReason, Limits, MemberInfo, MemberLeft,
+    MessageAttempt, NameCheck, NameError, ObservedEvent, OriginPolicy, PostError, RenameAttempt,
+    RoomCursor, RoomDetails, RoomName, RoomSummary, RoomsPage, Scheme, Verdict,
 };
 
 // The README's examples compile as doctests.
@@ -150,14 +151,14 @@ where
 /// `.route("/live", any(chatroom_axum::websocket))` with a state from which a [`Hub`]
 /// can be taken (`Hub: FromRef<YourState>`).
 pub async fn websocket(
-    State(hub): State<Hub>,
+    hub: State<Hub>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
-    upgrade(&hub, ws, &method, &uri, &headers, &extensions)
+    upgrade(&hub.0, ws, &method, &uri, &headers, &extensions)
 }
 
 /// Judges the request ([`api::check_upgrade`]: the origin first, then the handshake),

@@ -114,9 +114,10 @@ impl HubBuilder {
     }
 
     /// Runs the room tasks (and the `on_event` hooks) on this runtime. By default they
-    /// run on the multi-threaded runtime that is current when the hub is built, or,
-    /// for a hub built outside one, on the runtime of the connection that creates each
-    /// room.
+    /// run on the runtime that is current when the hub is built if it is
+    /// multi-threaded; otherwise (a hub built outside a runtime, or in a
+    /// current-thread one such as `#[tokio::test]`'s) on the runtime of the connection
+    /// that creates each room, which works on either flavour.
     ///
     /// Connections run wherever the web framework runs them; rooms are independent of
     /// them. With actix-web, whose workers are single-threaded runtimes, give the hub a

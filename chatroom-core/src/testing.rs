@@ -109,6 +109,18 @@ impl TestClient {
         self.welcome().await
     }
 
+    /// Sends a `send` frame with `text` (no `ref`, so no `ack`: the `message` event,
+    /// which the sender gets too, is the confirmation).
+    pub async fn send_message(&self, text: &str) {
+        self.send_json(&serde_json::json!({"type": "send", "text": text}))
+            .await;
+    }
+
+    /// Sends a `leave` frame.
+    pub async fn leave(&self) {
+        self.send_json(&serde_json::json!({"type": "leave"})).await;
+    }
+
     /// Waits for the next frame and expects a `welcome`.
     pub async fn welcome(&mut self) -> Result<Welcome, Closed> {
         match self.recv().await? {
@@ -192,7 +204,8 @@ pub async fn pause_room(hub: &Hub, room: &str) -> Option<RoomPause> {
     })
 }
 
-/// A WebSocket upgrade request for [`connect_over`] (the `http` crate's, as axum's):
+/// A WebSocket upgrade request for `connect_over` and the adapters' test helpers (the
+/// `http` crate's, as axum's):
 /// `Request::get("/chat/ws").header("authorization", "Bearer ann").body(())`.
 #[cfg(feature = "testing")]
 pub type Request = http::Request<()>;

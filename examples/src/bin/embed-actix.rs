@@ -18,7 +18,7 @@
 //! ```toml
 //! [dependencies]
 //! chatroom-actix = "0.1"
-//! actix-web = "4"
+//! actix-web = { version = "4", default-features = false, features = ["macros"] }
 //! tokio = { version = "1", features = ["rt-multi-thread"] }
 //! ```
 
