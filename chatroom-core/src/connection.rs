@@ -219,6 +219,20 @@ impl Bucket {
         self.tokens >= 0.0
     }
 
+    /// How long until the bucket holds `n` tokens (zero if it does now; a long time if
+    /// it never refills).
+    pub(crate) fn time_until(&mut self, n: f64, now: Instant) -> Duration {
+        self.refill(now);
+        let missing = n - self.tokens;
+        if missing <= 0.0 {
+            Duration::ZERO
+        } else if self.rate > 0.0 {
+            Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX)
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
     /// Whether the bucket is full: nothing was spent for as long as it takes to fill.
     pub(crate) fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);

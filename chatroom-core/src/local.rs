@@ -14,7 +14,7 @@ use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -53,6 +53,8 @@ struct Shared {
     /// Where room tasks (and their observers) run; `None`: the runtime of whoever
     /// creates the room.
     runtime: Option<tokio::runtime::Handle>,
+    /// What rooms' join gates count from.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -111,6 +113,33 @@ struct RoomEntry {
     members: Arc<AtomicUsize>,
     /// The members' display names as a JSON array, as the room last published them.
     roster: Arc<Mutex<Arc<str>>>,
+    /// The room's join gate (see [`JoinGate`]).
+    gate: Arc<JoinGate>,
+}
+
+/// Until when a room refuses fresh joins (`room_busy`), as it last said: a join that
+/// arrives before then is refused without a word with the room's task. Clients that
+/// loop join/leave on a room whose budget is spent thus cost the room nothing, and
+/// are answered without waiting behind the room's traffic. The room reopens the
+/// gate by itself: its budgets refill with time.
+#[derive(Default)]
+struct JoinGate {
+    /// Nanoseconds after the backplane's epoch; 0: open.
+    closed_until: AtomicU64,
+}
+
+impl JoinGate {
+    fn is_closed(&self, shared: &Shared) -> bool {
+        let now = Instant::now().saturating_duration_since(shared.epoch);
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        self.closed_until.load(Ordering::Relaxed) > now
+    }
+
+    fn close_until(&self, shared: &Shared, until: Instant) {
+        let until = until.saturating_duration_since(shared.epoch);
+        let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.closed_until.store(until, Ordering::Relaxed);
+    }
 }
 
 /// The sending side of a room task's command queue, and the runtime rooms run on.
@@ -174,6 +203,7 @@ impl LocalBackplane {
                 cancel,
                 tracker,
                 runtime,
+                epoch: Instant::now(),
             }),
         }
     }
@@ -184,13 +214,16 @@ impl LocalBackplane {
         &self,
         room: &RoomName,
         create: bool,
-    ) -> Result<(RoomHandle, u64), JoinError> {
+    ) -> Result<(RoomHandle, u64, Arc<JoinGate>), JoinError> {
         let shared = &self.shared;
         let mut rooms = shared.registry();
         let max_rooms = shared.limits.max_rooms;
         let open = rooms.len();
         match rooms.entry(room.key().clone()) {
-            MapEntry::Occupied(e) => Ok((e.get().handle.clone(), e.get().generation)),
+            MapEntry::Occupied(e) => {
+                let entry = e.get();
+                Ok((entry.handle.clone(), entry.generation, entry.gate.clone()))
+            }
             MapEntry::Vacant(_) if !create => Err(JoinError::ResumeFailed),
             MapEntry::Vacant(_) if open >= max_rooms => {
                 Err(JoinError::TooManyRooms { max: max_rooms })
@@ -201,12 +234,14 @@ impl LocalBackplane {
                 let members = Arc::new(AtomicUsize::new(0));
                 let roster: Arc<Mutex<Arc<str>>> = Arc::new(Mutex::new(Arc::from("[]")));
                 let handle = RoomHandle(tx, shared.runtime.clone());
+                let gate = Arc::new(JoinGate::default());
                 v.insert(RoomEntry {
                     handle: handle.clone(),
                     generation,
                     display: room.to_shared(),
                     members: members.clone(),
                     roster: roster.clone(),
+                    gate: gate.clone(),
                 });
                 let actor = RoomActor {
                     room: Room::new(room.clone(), &shared.limits),
@@ -238,6 +273,7 @@ impl LocalBackplane {
                         Instant::now(),
                     ),
                     prepaid: 0,
+                    gate: gate.clone(),
                 };
                 let span = tracing::debug_span!(parent: None, "room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
@@ -254,7 +290,7 @@ impl LocalBackplane {
                     }
                 };
                 shared.spawn(run.instrument(span));
-                Ok((handle, generation))
+                Ok((handle, generation, gate))
             }
         }
     }
@@ -306,7 +342,10 @@ impl Backplane for LocalBackplane {
                 if self.shared.cancel.is_cancelled() {
                     return Err(JoinError::Unavailable.into());
                 }
-                let (handle, generation) = self.find_or_create(&room, fresh)?;
+                let (handle, generation, gate) = self.find_or_create(&room, fresh)?;
+                if fresh && gate.is_closed(&self.shared) {
+                    return Err(JoinError::RoomBusy.into());
+                }
                 let (reply, answer) = oneshot::channel();
                 let command = Command::Join {
                     entry,
@@ -708,6 +747,8 @@ struct RoomActor {
     presence: Bucket,
     /// Members' comings and goings paid for upfront, at a join, not yet gone.
     prepaid: usize,
+    /// Closed while the budgets above refuse fresh joins.
+    gate: Arc<JoinGate>,
     /// The member count the room is listed with in the directory (0: not listed).
     listed: usize,
 }
@@ -1032,8 +1073,7 @@ impl RoomActor {
                     .map(|m| MemberInfo {
                         name: m.name.to_string(),
                         present: m.presence == Presence::Present,
-                        joined_at: std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(m.joined_at),
+                        joined_at: std::time::UNIX_EPOCH + Duration::from_millis(m.joined_at),
                         context: self.contexts.get(&m.id).cloned().unwrap_or_default(),
                     })
                     .collect();
@@ -1054,7 +1094,17 @@ impl RoomActor {
     /// that all pay later.
     fn takes_a_fresh_join(&mut self) -> bool {
         let now = Instant::now();
-        self.presence.in_credit(now) && self.joins.take(now)
+        if self.presence.in_credit(now) && self.joins.take(now) {
+            return true;
+        }
+        // Refused: until the budgets allow a join again, joins are refused at the gate.
+        let wait = self
+            .presence
+            .time_until(0.0, now)
+            .max(self.joins.time_until(1.0, now))
+            .min(Duration::from_secs(60));
+        self.gate.close_until(&self.shared, now + wait);
+        false
     }
 
     /// A fresh join was let in: it pays upfront if members came and went lately.

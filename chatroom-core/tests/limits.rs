@@ -371,3 +371,66 @@ async fn churn_spends_a_rooms_presence_budget_and_filling_it_does_not() {
         .await
         .expect("the leave of a member that paid upfront costs nothing more");
 }
+
+/// Clients that loop join/leave on a room whose presence budget is spent are refused
+/// at the room's gate: the refusal does not wait for the room's task (which has the
+/// room's own traffic to deliver), and the gate opens again when the budget is back.
+#[tokio::test]
+async fn a_room_refusing_joins_answers_them_without_its_task() {
+    let hub = hub_with(Limits {
+        room_presence_burst: 20,
+        room_presence_per_sec: 20,
+        ..Limits::default()
+    });
+    let mut members = Vec::new();
+    for i in 0..8 {
+        members.push(joined(&hub, "busy", &format!("m{i}")).await);
+    }
+    let (mut watcher, _) = members.remove(0);
+    // Two leaves cost 2 x 8 + 2 x 7 = 30 of 20: in debt by 10, half a second to repay.
+    for name in ["m7", "m6"] {
+        let (gone, _) = members.pop().expect("a member");
+        send(&gone, json!({"type": "leave"})).await;
+        loop {
+            match watcher.event().await.expect("open") {
+                Event::Left(left) if &*left.name == name => break,
+                _ => {}
+            }
+        }
+    }
+    let mut looper = TestClient::connect(&hub);
+    send(
+        &looper,
+        json!({"type": "join", "room": "busy", "name": "l", "ref": 1}),
+    )
+    .await;
+    assert_eq!(
+        expect_error(&mut looper, "rate_limited").await,
+        Some(json!(1))
+    );
+
+    // The room's task is held: a join that had to ask it would wait.
+    let pause = chatroom_core::testing::pause_room(&hub, "busy")
+        .await
+        .expect("the room");
+    send(
+        &looper,
+        json!({"type": "join", "room": "busy", "name": "l", "ref": 2}),
+    )
+    .await;
+    let answer = tokio::time::timeout(
+        Duration::from_millis(300),
+        expect_error(&mut looper, "rate_limited"),
+    )
+    .await
+    .expect("refused at the gate, without waiting for the room");
+    assert_eq!(answer, Some(json!(2)));
+    pause.resume();
+
+    // Once the debt is repaid the gate is open and the room takes the join.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    looper
+        .join("busy", "l")
+        .await
+        .expect("the budget came back");
+}
