@@ -53,7 +53,7 @@ use chatroom_core::testing::connect_over;
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
-    system: actix_web::rt::System,
+    handle: actix_web::dev::ServerHandle,
 }
 
 impl TestServer {
@@ -84,7 +84,7 @@ impl TestServer {
                     match server {
                         Ok(server) => {
                             let server = server.run();
-                            let _ = ready_tx.send(Ok(actix_web::rt::System::current()));
+                            let _ = ready_tx.send(Ok(server.handle()));
                             let _ = server.await;
                         }
                         Err(e) => {
@@ -93,10 +93,10 @@ impl TestServer {
                     }
                 });
             })?;
-        let system = ready_rx
+        let handle = ready_rx
             .recv()
             .map_err(|_| std::io::Error::other("the test server's thread ended at start"))??;
-        Ok(TestServer { addr, system })
+        Ok(TestServer { addr, handle })
     }
 
     /// The server's address.
@@ -106,7 +106,7 @@ impl TestServer {
 
     /// Upgrades `request` (e.g. `Request::get("/chat/ws").header("authorization",
     /// "Bearer ann").body(())`) to a WebSocket through the app. The handshake headers
-    /// are added when missing. A response other than 101 (your middleware's 401, the
+    /// (and `Host`, the server's address) are added when missing. A response other than 101 (your middleware's 401, the
     /// origin check's 403, ...) is [`UpgradeRefused`] with its status and body.
     pub async fn connect(&self, mut request: Request) -> Result<TestClient, UpgradeRefused> {
         let stream = tokio::net::TcpStream::connect(self.addr)
@@ -115,8 +115,10 @@ impl TestServer {
                 status: 0,
                 body: format!("could not connect to the test server: {e}"),
             })?;
-        if let Ok(host) = self.addr.to_string().parse() {
-            request.headers_mut().insert("host", host);
+        if !request.headers().contains_key("host") {
+            if let Ok(host) = self.addr.to_string().parse() {
+                request.headers_mut().insert("host", host);
+            }
         }
         connect_over(stream, request).await
     }
@@ -124,6 +126,9 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.system.stop();
+        // The stop command is sent at once; the returned future only reports its end.
+        // Not graceful: open connections are dropped, the port is freed, the app (and
+        // the hub clones it holds) goes away, and the server's thread ends.
+        drop(self.handle.stop(false));
     }
 }

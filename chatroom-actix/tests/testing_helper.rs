@@ -74,3 +74,27 @@ async fn the_apps_middleware_runs_in_front_of_the_chat() {
         Some(&UserId("ann".into()))
     );
 }
+
+/// Dropping the test server stops it: its port is closed and the app it held (and
+/// with it the hub's clones) is gone.
+#[tokio::test]
+async fn a_dropped_test_server_stops() {
+    let hub = Hub::new();
+    let routes = hub.clone();
+    let server = TestServer::start(move || {
+        App::new().service(web::scope("/chat").configure(chatroom_actix::configure(routes.clone())))
+    })
+    .unwrap();
+    let addr = server.addr();
+    let mut client = server.connect(as_user("ann")).await.unwrap();
+    client.join("r", "ann").await.expect("joins");
+    drop(server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the port is still open 5 s after the drop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

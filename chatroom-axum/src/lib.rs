@@ -67,16 +67,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
 use chatroom_core::api::{self, ApiResponse};
-use chatroom_core::{ConnectionEnd, Incoming, Outgoing};
+use chatroom_core::{Incoming, Outgoing};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 pub use chatroom_core;
 // What an embedder types, so that this crate is the only chatroom dependency needed.
 pub use chatroom_core::{
-    BadCursor, ConnectionContext, Disconnected, DisplayName, ErrorCode, Filter, Hooks, Hub,
-    HubBuilder, JoinAttempt, JoinError, LeaveReason, Limits, MemberInfo, MemberLeft,
-    MessageAttempt, NameCheck, NameError, ObservedEvent, OriginPolicy, PostError, RenameAttempt,
-    RoomCursor, RoomDetails, RoomName, RoomSummary, RoomsPage, Scheme, Verdict,
+    BadCursor, CloseFrame, ConnectionContext, ConnectionEnd, Disconnected, DisplayName, ErrorCode,
+    Filter, Hooks, Hub, HubBuilder, JoinAttempt, JoinError, LeaveReason, Limits, MemberInfo,
+    MemberLeft, MessageAttempt, NameCheck, NameError, ObservedEvent, OriginPolicy, PostError,
+    RenameAttempt, RenameError, RoomCursor, RoomDetails, RoomName, RoomSummary, RoomsPage, Scheme,
+    SendError, Verdict, close_code,
 };
 
 // The README's examples compile as doctests.

@@ -147,7 +147,8 @@ pub enum LeaveReason {
     Left,
     /// It was away (its connection lost) for longer than the grace period.
     Expired,
-    /// The host removed it ([`Hub::kick`](crate::Hub::kick)).
+    /// The host removed it ([`Hub::kick`](crate::Hub::kick) or
+    /// [`Hub::kick_identity`](crate::Hub::kick_identity)).
     Kicked,
 }
 

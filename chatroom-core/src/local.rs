@@ -1054,7 +1054,16 @@ impl RoomActor {
                     .room
                     .members()
                     .iter()
-                    .filter(|m| self.contexts.get(&m.id).is_some_and(|c| matches(c)))
+                    .filter(|m| {
+                        self.contexts.get(&m.id).is_some_and(|c| {
+                            // The host's `==` runs here: a panic in it must not end the room.
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| matches(c)))
+                                .unwrap_or_else(|_| {
+                                    tracing::error!("kick_identity: the identity's == panicked");
+                                    false
+                                })
+                        })
+                    })
                     .map(|m| m.id)
                     .collect();
                 for &member in &chosen {

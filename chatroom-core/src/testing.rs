@@ -227,6 +227,13 @@ pub struct UpgradeRefused {
 /// `localhost`), then speaks the protocol over it. What adapters' test helpers build
 /// on, e.g. `chatroom_axum::testing::connect`, which serves your whole router over an
 /// in-memory stream, so that your own middleware and extractors run as in production.
+///
+/// Over a real WebSocket a few things differ from [`TestClient::connect`]: the
+/// WebSocket answers the server's pings by itself (the client still sees them as
+/// [`Outgoing::Ping`]; its own pongs are not sent again), [`Incoming::TooLarge`] is
+/// not sent (send a text frame over [`Limits::max_frame_bytes`](crate::Limits::max_frame_bytes)
+/// instead), and [`TestClient::drop_connection`] drops the socket as a lost TCP
+/// connection would: what the server had not yet delivered to the client is lost.
 pub async fn connect_over<S>(
     stream: S,
     request: http::Request<()>,
@@ -279,6 +286,8 @@ where
                 message = socket.next() => {
                     let frame = match message {
                         Some(Ok(Message::Text(text))) => Outgoing::Text(text.to_string().into()),
+                        // Answered by the WebSocket itself; shown to the client as well.
+                        Some(Ok(Message::Ping(_))) => Outgoing::Ping,
                         Some(Ok(Message::Close(close))) => {
                             let (code, reason) = close
                                 .map(|c| (u16::from(c.code), c.reason.to_string()))
@@ -326,8 +335,20 @@ fn with_handshake_headers(mut request: http::Request<()>) -> http::Request<()> {
             headers.insert(header::SEC_WEBSOCKET_KEY, key);
         }
     }
-    // tungstenite wants an absolute URI to read the host and scheme from.
-    if request.uri().scheme().is_none() {
+    // tungstenite wants an absolute ws:// or wss:// URI to read the host and scheme from.
+    let scheme = request.uri().scheme_str().map(str::to_owned);
+    if let Some(secure) = scheme.as_deref().and_then(|s| match s {
+        "http" => Some(false),
+        "https" => Some(true),
+        _ => None,
+    }) {
+        let rest = request.uri().to_string();
+        let rest = rest.split_once("://").map_or("", |(_, r)| r).to_owned();
+        let ws = if secure { "wss" } else { "ws" };
+        if let Ok(uri) = format!("{ws}://{rest}").parse() {
+            *request.uri_mut() = uri;
+        }
+    } else if request.uri().scheme().is_none() {
         let path = request
             .uri()
             .path_and_query()

@@ -51,13 +51,17 @@ async fn members_come_with_presence_join_time_and_the_identity_of_their_connecti
     let bob_joined = members[1].joined_at;
     bob.drop_connection();
     drop(bob);
-    let away = loop {
-        let members = hub.members("General").await.expect("the room exists");
-        if !members[1].present {
-            break members;
+    let away = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let members = hub.members("General").await.expect("the room exists");
+            if !members[1].present {
+                break members;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    })
+    .await
+    .expect("Bob is away within 5 s of losing his connection");
     assert_eq!(away[1].name, "Bob");
     assert_eq!(away[1].context.get::<UserId>(), Some(&UserId(2)));
     assert_eq!(away[1].joined_at, bob_joined);
@@ -121,5 +125,31 @@ async fn a_refused_join_in_the_test_client_carries_its_error_code() {
             assert!(message.contains("Ann"), "{message}");
         }
         other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// An identity type whose `==` panics.
+#[derive(Debug)]
+struct Fragile;
+
+impl PartialEq for Fragile {
+    fn eq(&self, _: &Self) -> bool {
+        panic!("a host bug in ==")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_identity_comparison_removes_nobody_and_spares_the_room() {
+    let hub = hub();
+    let mut held = TestClient::connect_with(&hub, ConnectionContext::new().with(Fragile));
+    held.join("r", "Held").await.expect("joins");
+    assert_eq!(hub.kick_identity("r", Fragile, "x").await, 0);
+    // The room still runs: a post reaches the member.
+    hub.post("r", "host", "still here")
+        .await
+        .expect("the room is alive");
+    match expect_event(&mut held).await {
+        Event::Message(m) => assert_eq!(&*m.text, "still here"),
+        other => panic!("expected the post, got {other:?}"),
     }
 }

@@ -23,15 +23,30 @@ const EXAMPLES: [&str; 2] = [
     env!("CARGO_BIN_EXE_embed-actix"),
 ];
 
+/// A started example, killed if the test ends without stopping it (an assertion
+/// failed), so that no server is left behind.
+struct Example(Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts an example on a free port; its process and address.
-fn start(binary: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(binary)
-        .env("EMBED_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+fn start(binary: &str) -> (Example, SocketAddr) {
+    let mut child = Example(
+        Command::new(binary)
+            .env("EMBED_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("address line");
     let addr = line
@@ -102,7 +117,8 @@ async fn get(addr: SocketAddr, path: &str) -> String {
 }
 
 /// Sends `signal`; the chat closes with 1001 and the example exits successfully.
-async fn stop(binary: &str, child: &mut Child, chat: &mut Socket, signal: &str) {
+async fn stop(binary: &str, example: &mut Example, chat: &mut Socket, signal: &str) {
+    let child = &mut example.0;
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
