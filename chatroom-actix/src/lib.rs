@@ -25,6 +25,9 @@
 //!     })
 //!     // The kernel ends sockets whose peer stopped reading (see below).
 //!     .on_connect(chatroom_actix::end_stalled_connections(Duration::from_secs(30)))
+//!     // Chat frames are small and latency matters: actix leaves Nagle's algorithm
+//!     // on, which can hold a frame for the peer's delayed ACK (up to 40 ms).
+//!     .tcp_nodelay(true)
 //!     // On SIGINT or SIGTERM every chat closes with 1001, then the server stops
 //!     // gracefully. (This replaces actix's own signal handlers: with them, SIGINT
 //!     // starts a forced stop that races the 1001.)

@@ -3,7 +3,7 @@
 //! converts axum's WebSocket messages and serves the HTTP API.
 //!
 //! ```no_run
-//! use axum::{Router, routing::get};
+//! use axum::{Router, routing::get, serve::ListenerExt};
 //! use chatroom_axum::{Hub, Limits};
 //!
 //! #[tokio::main]
@@ -13,6 +13,11 @@
 //!         .route("/", get(|| async { "my app" }))
 //!         .nest("/chat", chatroom_axum::router(hub.clone())); // /chat/ws, /chat/rooms, ...
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     // Chat frames are small: turn Nagle's algorithm off (it is on by default and
+//!     // can hold a frame until the peer's delayed ACK, up to 40 ms).
+//!     let listener = listener.tap_io(|tcp| {
+//!         let _ = tcp.set_nodelay(true);
+//!     });
 //!     axum::serve(listener, app)
 //!         // On SIGINT or SIGTERM every chat closes with 1001, then the server stops.
 //!         .with_graceful_shutdown(hub.shutdown_on_signal())

@@ -61,6 +61,10 @@ async fn main() -> ExitCode {
     .shutdown_signal(hub.shutdown_on_signal())
     .shutdown_timeout(5)
     .client_disconnect_timeout(Duration::from_millis(250))
+    // Chat frames are small and latency matters: no Nagle delay. actix leaves Nagle on
+    // by default, and a small frame written while an earlier one is unacknowledged
+    // then waits for the peer's delayed ACK (up to 40 ms).
+    .tcp_nodelay(true)
     // A peer that takes nothing for 10 s past the write deadline is ended by the kernel.
     .on_connect(chatroom_actix::end_stalled_connections(
         config.limits.ping_timeout + Duration::from_secs(10),

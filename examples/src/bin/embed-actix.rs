@@ -103,6 +103,9 @@ async fn main() -> std::io::Result<()> {
                     .configure(chatroom_actix::configure(state.hub.clone())),
             )
     })
+    // Chat frames are small and latency matters: actix leaves Nagle's algorithm on,
+    // which can hold a frame for the peer's delayed ACK (up to 40 ms).
+    .tcp_nodelay(true)
     // SIGINT or SIGTERM: every chat closes with 1001, then the server stops gracefully
     // (this replaces actix's own signal handlers, whose forced stop would race the 1001).
     .shutdown_signal(hub.shutdown_on_signal())

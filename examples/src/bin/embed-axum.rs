@@ -31,6 +31,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chatroom_axum::chatroom_core::protocol::Event;
 use chatroom_axum::{ConnectionContext, DisplayName, Filter, Hub, Verdict};
 
@@ -105,6 +106,11 @@ async fn main() -> std::io::Result<()> {
 
     let addr = std::env::var("EMBED_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // Chat frames are small: turn Nagle's algorithm off (it is on by default and
+    // can hold a frame until the peer's delayed ACK, up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!("embed-axum listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         // SIGINT or SIGTERM: every chat closes with 1001, then the server stops.
