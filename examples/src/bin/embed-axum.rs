@@ -106,12 +106,12 @@ async fn main() -> std::io::Result<()> {
 
     let addr = std::env::var("EMBED_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("embed-axum listening on http://{}", listener.local_addr()?);
     // Chat frames are small: turn Nagle's algorithm off (it is on by default and
     // can hold a frame until the peer's delayed ACK, up to 40 ms).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    println!("embed-axum listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         // SIGINT or SIGTERM: every chat closes with 1001, then the server stops.
         .with_graceful_shutdown(hub.shutdown_on_signal())
