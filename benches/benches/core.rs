@@ -177,7 +177,7 @@ fn fan_out_into_queues(c: &mut Criterion) {
                                     .await
                                     .expect("posted");
                             }
-                            let details = hub.room("fan").await.expect("room");
+                            let details = hub.room("fan").await.unwrap().expect("room");
                             total += start.elapsed();
                             assert_eq!(details.members.len() as u64, members);
                             let before = gate.written.load(Ordering::SeqCst);

@@ -68,7 +68,7 @@ async fn the_apps_middleware_runs_in_front_of_the_chat() {
         .expect_err("no such route");
     assert_eq!(refused.status, 404);
 
-    let members = hub.members("General").await.expect("the room");
+    let members = hub.members("General").await.unwrap().expect("the room");
     assert_eq!(
         members[0].context.get::<UserId>(),
         Some(&UserId("ann".into()))

@@ -81,7 +81,7 @@ async fn the_apps_middleware_and_state_run_in_front_of_an_in_memory_chat() {
 
     let mut bob = testing::connect(app, as_user("bob")).await.unwrap();
     bob.join("General", "bob").await.expect("his own name");
-    let members = hub.members("General").await.expect("the room");
+    let members = hub.members("General").await.unwrap().expect("the room");
     let users: Vec<_> = members
         .iter()
         .map(|m| m.context.get::<UserId>().map(|u| u.0.clone()))
@@ -90,7 +90,8 @@ async fn the_apps_middleware_and_state_run_in_front_of_an_in_memory_chat() {
     // The hub came from the app's state: it is the one the routes serve.
     assert_eq!(
         hub.kick_identity("General", UserId("bob".into()), "bye")
-            .await,
+            .await
+            .unwrap(),
         1
     );
     let close = loop {

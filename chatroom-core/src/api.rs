@@ -9,17 +9,16 @@
 //!
 //! Path segments are taken from the request's path as received (percent-encoded) and
 //! decoded here; one that is not valid percent-encoded UTF-8 is a 400 `bad_path`. Any
-//! method but `GET` is a 405 `method_not_allowed`.
+//! method but `GET` is a 405 `method_not_allowed`. On a cluster whose store cannot be
+//! reached in time, the reads answer 503 `unavailable` (with `Retry-After: 1`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
 use crate::backplane::RoomCursor;
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, Unavailable};
 use crate::hub::{Hub, NameCheck};
 use crate::origin::Scheme;
 
@@ -108,111 +107,27 @@ impl ApiResponse {
     }
 }
 
-/// Paces the JSON API to [`Limits::api_requests_per_sec`](crate::Limits): a request
-/// beyond the budget waits for its turn, up to
-/// [`Limits::api_max_wait`](crate::Limits), and is refused when its turn is further
-/// off than that. Requests that wait slow down clients that loop on the API (each
-/// waits for its answer before it asks again), which a refusal would not: a refusal
-/// costs the server about what an answer does, and the client asks again at once.
-///
-/// A generic cell rate algorithm (as nginx's `limit_req` with a `burst`): `due` is
-/// when the budget would be full again had no request come since.
-#[derive(Debug, Default)]
-pub(crate) struct Pacer {
-    due: Mutex<Option<tokio::time::Instant>>,
+pub use crate::admission::Admission;
+
+/// The 503 `unavailable` answer: the rooms' store (a cluster's Redis) could not be
+/// reached in time.
+fn unavailable() -> ApiResponse {
+    ApiResponse::error(
+        503,
+        ErrorCode::Unavailable.as_str(),
+        &Unavailable.to_string(),
+    )
+    .with_header("retry-after", "1")
 }
 
-impl Pacer {
-    /// How long a request arriving `now` waits for its turn (and takes it), or `None`
-    /// if its turn is more than `max_wait` away (it is refused and takes nothing).
-    fn turn(
-        &self,
-        per_sec: u32,
-        burst: u32,
-        max_wait: std::time::Duration,
-        now: tokio::time::Instant,
-    ) -> Option<std::time::Duration> {
-        let interval = std::time::Duration::from_secs(1) / per_sec.max(1);
-        let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-        // One assignment per request: the value stays meaningful after a panic.
-        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        let full = due.map_or(now, |d| d.max(now));
-        let wait = full
-            .checked_sub(tolerance)
-            .map_or(std::time::Duration::ZERO, |start| {
-                start.saturating_duration_since(now)
-            });
-        if wait > max_wait {
-            return None;
-        }
-        *due = Some(full + interval);
-        Some(wait)
-    }
-
-    /// Waits for this request's turn; the 503 `busy` answer if it is too far off.
-    pub(crate) async fn wait_turn(&self, limits: &crate::Limits) -> Result<(), ApiResponse> {
-        let now = tokio::time::Instant::now();
-        let turn = self.turn(
-            limits.api_requests_per_sec,
-            limits.api_burst,
-            limits.api_max_wait,
-            now,
-        );
-        match turn {
-            None => Err(ApiResponse::error(
-                503,
-                "busy",
-                "the server is answering too many requests; ask again in a moment",
-            )
-            .with_header("retry-after", "1")),
-            Some(wait) if wait.is_zero() => Ok(()),
-            Some(wait) => {
-                tokio::time::sleep_until(now + wait).await;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The connections admitted at the upgrade and still open, in total and per address.
-#[derive(Debug, Default)]
-pub(crate) struct Admitted {
-    total: AtomicUsize,
-    per_address: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl Admitted {
-    fn per_address(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // Every edit is one insert or remove: the map stays consistent.
-        self.per_address
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// One open chat connection counted against the hub's connection limits; the count is
-/// given back when this is dropped. [`check_upgrade`] hands it out: an adapter keeps it
-/// for as long as it serves the connection.
-#[derive(Debug)]
-#[must_use = "the connection counts as open only while its admission is held"]
-pub struct Admission {
-    admitted: Arc<Admitted>,
-    address: Option<IpAddr>,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.admitted.total.fetch_sub(1, Ordering::Relaxed);
-        if let Some(address) = self.address {
-            let mut per_address = self.admitted.per_address();
-            if let Some(open) = per_address.get_mut(&address) {
-                *open = open.saturating_sub(1);
-                if *open == 0 {
-                    per_address.remove(&address);
-                }
-            }
-        }
-    }
+/// The 503 `busy` answer of a request whose turn is too far off.
+fn busy() -> ApiResponse {
+    ApiResponse::error(
+        503,
+        "busy",
+        "the server is answering too many requests; ask again in a moment",
+    )
+    .with_header("retry-after", "1")
 }
 
 /// The address a connection counts under: an IPv4 address (or one mapped into IPv6)
@@ -480,8 +395,8 @@ pub async fn rooms(hub: &Hub) -> ApiResponse {
 /// `query` that cannot be read is a 400 `bad_query`. `query` is the request's query
 /// string as received (percent-encoded), without the `?`.
 pub async fn rooms_page(hub: &Hub, query: Option<&str>) -> ApiResponse {
-    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
-        return busy;
+    if hub.pacer().wait_turn(hub.limits()).await.is_err() {
+        return busy();
     }
     let bad = |message: &str| ApiResponse::error(400, "bad_query", message);
     let mut limit = ROOMS_PAGE;
@@ -503,7 +418,10 @@ pub async fn rooms_page(hub: &Hub, query: Option<&str>) -> ApiResponse {
             _ => {}
         }
     }
-    let page = hub.rooms_page(after, limit).await;
+    let page = match hub.rooms_page(after, limit).await {
+        Ok(page) => page,
+        Err(Unavailable) => return unavailable(),
+    };
     let answer = ApiResponse::json(200, &page.rooms);
     match page.next {
         Some(next) => {
@@ -533,8 +451,8 @@ fn encode_query_value(value: &str) -> String {
 /// [`room`] for a request's path as received (percent-encoded): the room is its last
 /// segment; a segment that is not valid percent-encoded UTF-8 is a 400 `bad_path`.
 pub async fn room_at_path(hub: &Hub, path: &str) -> ApiResponse {
-    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
-        return busy;
+    if hub.pacer().wait_turn(hub.limits()).await.is_err() {
+        return busy();
     }
     match segment_from_end(path, 0) {
         Ok(name) => room_now(hub, &name).await,
@@ -545,8 +463,8 @@ pub async fn room_at_path(hub: &Hub, path: &str) -> ApiResponse {
 /// `GET /rooms/{room}`: the room's display name and members, 404 if it has none.
 /// `room` is the decoded room name.
 pub async fn room(hub: &Hub, room: &str) -> ApiResponse {
-    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
-        return busy;
+    if hub.pacer().wait_turn(hub.limits()).await.is_err() {
+        return busy();
     }
     room_now(hub, room).await
 }
@@ -554,12 +472,13 @@ pub async fn room(hub: &Hub, room: &str) -> ApiResponse {
 /// [`room`] once its turn came.
 async fn room_now(hub: &Hub, room: &str) -> ApiResponse {
     match hub.room_json(room).await {
-        Some(body) => ApiResponse {
+        Ok(Some(body)) => ApiResponse {
             status: 200,
             headers: Vec::new(),
             body,
         },
-        None => ApiResponse::error(404, "no_such_room", "no such room"),
+        Ok(None) => ApiResponse::error(404, "no_such_room", "no such room"),
+        Err(Unavailable) => unavailable(),
     }
 }
 
@@ -567,8 +486,8 @@ async fn room_now(hub: &Hub, room: &str) -> ApiResponse {
 /// name are its third-last and last segments; a segment that is not valid
 /// percent-encoded UTF-8 is a 400 `bad_path`.
 pub async fn name_check_at_path(hub: &Hub, path: &str) -> ApiResponse {
-    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
-        return busy;
+    if hub.pacer().wait_turn(hub.limits()).await.is_err() {
+        return busy();
     }
     match (segment_from_end(path, 2), segment_from_end(path, 0)) {
         (Ok(room), Ok(name)) => name_check_now(hub, &room, &name).await,
@@ -579,8 +498,8 @@ pub async fn name_check_at_path(hub: &Hub, path: &str) -> ApiResponse {
 /// `GET /rooms/{room}/names/{name}`: whether the name could join now. An invalid room
 /// name is a 400 with `invalid_room`. `room` and `name` are decoded.
 pub async fn name_check(hub: &Hub, room: &str, name: &str) -> ApiResponse {
-    if let Err(busy) = hub.pacer().wait_turn(hub.limits()).await {
-        return busy;
+    if hub.pacer().wait_turn(hub.limits()).await.is_err() {
+        return busy();
     }
     name_check_now(hub, room, name).await
 }
@@ -604,6 +523,7 @@ async fn name_check_now(hub: &Hub, room: &str, name: &str) -> ApiResponse {
             ApiResponse::error(503, "room_busy", "the room is busy; ask again in a moment")
                 .with_header("retry-after", "1")
         }
+        NameCheck::Unavailable => unavailable(),
         NameCheck::InvalidRoom(e) => ApiResponse::error(
             400,
             ErrorCode::InvalidRoom.as_str(),

@@ -1,31 +1,60 @@
-//! The seam to a cluster: where rooms live, behind one internal trait.
+//! The seam between the hub and where rooms live: for implementors of backplanes.
+//!
+//! An embedder never needs this module: a hub uses the in-process backplane unless
+//! [`HubBuilder::backplane`](crate::HubBuilder::backplane) is given another one (the
+//! `chatroom-redis` crate's, for a cluster).
 //!
 //! The [`Hub`](crate::Hub) and the connection driver talk to rooms only through
-//! [`Backplane`] (find or create a room, join, and the server-side queries) and, once
-//! joined, through the [`MemberChannel`] of the [`Membership`] that `join` returned.
-//! The in-process implementation ([`crate::local`]) runs one actor task per room
-//! around the pure [`Room`](crate::room::Room). A Redis-backed one would be another
-//! implementation of these two traits; see docs/architecture.md.
+//! [`Backplane`] (join, the token and name look-ups, and the server-side queries) and,
+//! once joined, through the [`MemberChannel`] of the [`Membership`] that `join`
+//! returned. Everything is fenced by link: every member command names the connection
+//! it comes from, and a command from a link that no longer holds the membership is
+//! ignored. Every operation can answer [`Unavailable`] (the store could not be
+//! reached in time), which the hub turns into the protocol's `unavailable` error.
+//!
+//! A backplane is built by the hub from a [`BackplaneContext`] (the limits, the
+//! host's observers, the hub's shutdown token and task tracker) through
+//! [`IntoBackplane`]. What every backplane needs to build frames is written once in
+//! the core: [`Event::encode`](crate::protocol::Event::encode) encodes an event once
+//! for all its receivers, [`WelcomeParts`](crate::protocol::WelcomeParts) assembles a
+//! welcome around already-encoded history, and [`queue`] is the bounded member queue
+//! the connection driver reads.
+//!
+//! These traits follow the core's version: a backplane is written against the same
+//! `chatroom-core` release as the hub that runs it.
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::error::Unavailable;
 use crate::error::{JoinError, RenameError};
+use crate::hooks::{ConnectionContext, HookSet, LeaveReason, MemberLeft, ObservedEvent};
+use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
-use crate::protocol::Ref;
-use crate::queue::QueueReceiver;
-use crate::room::MemberId;
+use crate::protocol::{Event, Ref};
+pub use crate::queue::{PushError, QueueReceiver, QueueSender, queue};
+pub use crate::room::MemberId;
 use crate::token::ResumeToken;
 
 /// How a connection wants in: a fresh membership, or its old one back.
-pub(crate) enum Entry {
+#[derive(Debug)]
+pub enum Entry {
+    /// A fresh join under `name`, with the resume token the member will hold.
     Fresh {
+        /// The name, valid and allowed by the host's policy.
         name: DisplayName,
+        /// The member's resume token.
         token: ResumeToken,
     },
+    /// A resume of the membership that holds `token`.
     Resume {
+        /// The token the client presented.
         token: ResumeToken,
+        /// The last event id the client has, if it said.
         since: Option<u64>,
         /// The member's name as the host's policy saw it: if the member was renamed
         /// since, the resume is not done and the policy is asked again.
@@ -35,7 +64,7 @@ pub(crate) enum Entry {
 
 /// Why a join did not happen.
 #[derive(Debug)]
-pub(crate) enum JoinFailure {
+pub enum JoinFailure {
     /// Refused, with the error the client gets.
     Refused(JoinError),
     /// A resume found its member under another name than the policy judged: ask again.
@@ -49,13 +78,18 @@ impl From<JoinError> for JoinFailure {
 }
 
 /// A join, as the backplane receives it (names already valid, policy already asked).
-pub(crate) struct JoinRequest {
-    pub(crate) room: RoomName,
-    pub(crate) entry: Entry,
-    pub(crate) reference: Option<Ref>,
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The room, as the client spelled it (a fresh join that creates the room gives
+    /// it this display name).
+    pub room: RoomName,
+    /// Fresh or resume.
+    pub entry: Entry,
+    /// The join frame's `ref`, for the welcome.
+    pub reference: Option<Ref>,
     /// The connection's context, for the hooks that observe the room and for
     /// [`Hub::members`](crate::Hub::members).
-    pub(crate) context: Arc<crate::hooks::ConnectionContext>,
+    pub context: Arc<ConnectionContext>,
 }
 
 /// A live membership of one connection.
@@ -63,24 +97,42 @@ pub(crate) struct JoinRequest {
 /// `frames` carries everything the member is sent (its welcome first, then events,
 /// acks and room errors, in order). When the room ends the membership (takeover, kick,
 /// slow consumer, shutdown) it ends `frames`, with the close frame saying why.
-pub(crate) struct Membership {
-    pub(crate) member: MemberId,
-    pub(crate) link: u64,
-    pub(crate) room: Arc<dyn MemberChannel>,
-    pub(crate) frames: QueueReceiver,
+pub struct Membership {
+    /// The member, as the backplane knows it.
+    pub member: MemberId,
+    /// This connection's link to the member: what its commands are fenced by.
+    pub link: u64,
+    /// Where the member's commands go.
+    pub room: Arc<dyn MemberChannel>,
+    /// What the member is sent.
+    pub frames: QueueReceiver,
 }
 
-/// The room went away (its task ended): the membership is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RoomGone;
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("member", &self.member)
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Why a member's command was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NotTaken {
-    /// The room's command queue is full: the command had no effect.
+pub enum NotTaken {
+    /// The room's command queue is full: the command had no effect (`rate_limited`).
     Busy,
-    /// The room went away: the membership is over.
+    /// The room went away: the membership is over (the connection closes with 1011).
     Gone,
+    /// The store could not be reached: the command had no effect (`unavailable`);
+    /// the membership stays.
+    Unavailable,
+}
+
+impl From<Unavailable> for NotTaken {
+    fn from(_: Unavailable) -> Self {
+        NotTaken::Unavailable
+    }
 }
 
 /// What a joined member can do. Results and errors reach the member through its
@@ -91,7 +143,9 @@ pub(crate) enum NotTaken {
 /// Every command names the connection (`link`) it comes from: a command from a link
 /// that no longer holds the membership (taken over by a resume, cut off as a slow
 /// consumer, kicked) is ignored, so a stale connection can never act on the newer one.
-pub(crate) trait MemberChannel: Send + Sync {
+pub trait MemberChannel: Send + Sync {
+    /// Sends a message (already checked and filtered); its event, or an error, is
+    /// queued to the member.
     fn send(
         &self,
         member: MemberId,
@@ -99,6 +153,8 @@ pub(crate) trait MemberChannel: Send + Sync {
         text: Arc<str>,
         reference: Option<Ref>,
     ) -> Result<(), NotTaken>;
+    /// Renames the member (`name` is the new name, or why it was refused before the
+    /// room saw it: the error is queued in order with the room's events).
     fn rename(
         &self,
         member: MemberId,
@@ -109,12 +165,14 @@ pub(crate) trait MemberChannel: Send + Sync {
     /// Leaves at once; once the room took the command, the future resolves when the
     /// leave took effect and `frames` has everything the member is owed: `true`, or
     /// `false` when `link` no longer held the membership (nothing changed; `frames`
-    /// ends with the close frame that says why).
+    /// ends with the close frame that says why). `Err(Gone)`: the room went away;
+    /// `Err(Unavailable)`: the leave did not happen (the member stays).
+    #[allow(clippy::type_complexity)]
     fn leave(
         &self,
         member: MemberId,
         link: u64,
-    ) -> Result<BoxFuture<'static, Result<bool, RoomGone>>, NotTaken>;
+    ) -> Result<BoxFuture<'static, Result<bool, NotTaken>>, NotTaken>;
     /// The connection of `link` ended without `leave`: the member becomes away.
     fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()>;
 }
@@ -193,15 +251,34 @@ pub struct MemberInfo {
     pub joined_at: std::time::SystemTime,
     /// The context of its latest connection: whatever your middleware put there (your
     /// user id, say: `member.context.get::<UserId>()`) and the peer address.
-    pub context: Arc<crate::hooks::ConnectionContext>,
+    pub context: Arc<ConnectionContext>,
+}
+
+impl MemberInfo {
+    /// A member as a backplane reports it.
+    pub fn new(
+        name: String,
+        present: bool,
+        joined_at: std::time::SystemTime,
+        context: Arc<ConnectionContext>,
+    ) -> MemberInfo {
+        MemberInfo {
+            name,
+            present,
+            joined_at,
+            context,
+        }
+    }
 }
 
 /// Chooses members by the context of their connection, for
 /// [`Hub::kick_identity`](crate::Hub::kick_identity).
-pub(crate) type ContextMatch = Box<dyn Fn(&crate::hooks::ConnectionContext) -> bool + Send>;
+pub type ContextMatch = Box<dyn Fn(&ConnectionContext) -> bool + Send>;
 
-/// Where rooms live. The in-process implementation is [`crate::local::LocalBackplane`].
-pub(crate) trait Backplane: Send + Sync {
+/// Where rooms live. The in-process implementation is the default; see the module
+/// docs for what an implementation owes the hub.
+pub trait Backplane: Send + Sync + 'static {
+    /// Joins (fresh or resume); the welcome is the first frame of the membership.
     fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>>;
     /// The current name of the member holding resume `token` in `room`, if any; busy
     /// when the room is saturated (the question does not wait in line).
@@ -212,13 +289,18 @@ pub(crate) trait Backplane: Send + Sync {
     ) -> BoxFuture<'_, Result<Option<DisplayName>, NotTaken>>;
     /// The rooms after `after` in the directory's order (most members first, then by
     /// display name), at most `limit`, and where the next page starts.
-    fn rooms(&self, after: Option<RoomCursor>, limit: usize) -> BoxFuture<'_, RoomsPage>;
-    fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>>;
+    fn rooms(
+        &self,
+        after: Option<RoomCursor>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RoomsPage, Unavailable>>;
+    /// A room's display name and members in join order; `None` if it has none.
+    fn room(&self, room: NameKey) -> BoxFuture<'_, Result<Option<RoomDetails>, Unavailable>>;
     /// [`Backplane::room`] encoded as JSON, as `GET /rooms/{room}` answers it.
-    fn room_json(&self, room: NameKey) -> BoxFuture<'_, Option<String>> {
+    fn room_json(&self, room: NameKey) -> BoxFuture<'_, Result<Option<String>, Unavailable>> {
         Box::pin(async move {
             let details = self.room(room).await?;
-            serde_json::to_string(&details).ok()
+            Ok(details.and_then(|d| serde_json::to_string(&d).ok()))
         })
     }
     /// The display name of the member whose name collides with `name`, if any; busy
@@ -229,22 +311,36 @@ pub(crate) trait Backplane: Send + Sync {
         name: NameKey,
     ) -> BoxFuture<'_, Result<Option<String>, NotTaken>>;
     /// Posts a system message; the new event's id, or `None` if the room does not exist.
-    fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>>;
-    /// Holds the room's task until the returned sender is used or dropped; `None` if
-    /// there is no such room. For tests of races.
-    #[cfg(any(test, feature = "testing"))]
-    fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<tokio::sync::oneshot::Sender<()>>>;
+    fn post(
+        &self,
+        room: NameKey,
+        from: Arc<str>,
+        text: Arc<str>,
+    ) -> BoxFuture<'_, Result<Option<u64>, Unavailable>>;
     /// Removes a member: its connection closes with 4003. False if there was none.
-    fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool>;
+    fn kick(
+        &self,
+        room: NameKey,
+        name: NameKey,
+        reason: String,
+    ) -> BoxFuture<'_, Result<bool, Unavailable>>;
     /// Removes every member whose context `matches`, as [`Backplane::kick`]; how many.
     fn kick_matching(
         &self,
         room: NameKey,
         matches: ContextMatch,
         reason: String,
-    ) -> BoxFuture<'_, usize>;
+    ) -> BoxFuture<'_, Result<usize, Unavailable>>;
     /// The room's members in join order; `None` if there is no such room.
-    fn members(&self, room: NameKey) -> BoxFuture<'_, Option<Vec<MemberInfo>>>;
+    fn members(&self, room: NameKey)
+    -> BoxFuture<'_, Result<Option<Vec<MemberInfo>>, Unavailable>>;
+    /// Holds the room until the returned sender is used or dropped; `None` if there is
+    /// no such room or the backplane cannot hold one. For tests of races.
+    #[cfg(any(test, feature = "testing"))]
+    fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<tokio::sync::oneshot::Sender<()>>> {
+        let _ = room;
+        Box::pin(std::future::ready(None))
+    }
     /// Queues `count` system posts to the room without waiting (none if its queue is
     /// full), to test what a backlog does; returns how many were queued.
     #[cfg(test)]
@@ -252,4 +348,119 @@ pub(crate) trait Backplane: Send + Sync {
     /// Makes the room's task fail as a bug would, to test what members see.
     #[cfg(test)]
     fn inject_fault(&self, room: NameKey) -> BoxFuture<'_, ()>;
+}
+
+/// What a hub gives the backplane it builds: its limits, the host's observers, and
+/// the hub's shutdown token and task tracker.
+pub struct BackplaneContext {
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) hooks: Arc<HookSet>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
+}
+
+impl BackplaneContext {
+    /// The hub's limits.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// The host's observers, for the events this backplane causes.
+    pub fn observers(&self) -> Observers {
+        Observers(self.hooks.clone())
+    }
+
+    /// Cancelled when the hub shuts down: every membership ends with 1001.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// What [`Hub::shutdown`](crate::Hub::shutdown) waits for: track the backplane's
+    /// tasks here.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// The runtime rooms run on, if the hub was given or found one.
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.as_ref()
+    }
+
+    /// Spawns a task on the hub's runtime (or the current one), tracked for shutdown.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let task = self.tracker.track_future(task);
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+}
+
+impl std::fmt::Debug for BackplaneContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackplaneContext")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host's observer hooks, as a backplane fires them. A panicking hook is caught
+/// and logged.
+#[derive(Clone)]
+pub struct Observers(Arc<HookSet>);
+
+impl Observers {
+    /// Whether the host observes events or members leaving at all.
+    pub fn observes(&self) -> bool {
+        self.0.observes()
+    }
+
+    /// Tells the host's event observer of `event` in `room`, caused by the connection
+    /// of `context` (`None` for a host's post).
+    pub async fn on_event(
+        &self,
+        room: &RoomName,
+        event: &Event,
+        context: Option<&ConnectionContext>,
+    ) {
+        let observed = ObservedEvent {
+            room,
+            event,
+            context,
+        };
+        self.0.on_event(observed).await;
+    }
+
+    /// Tells the host's member-left observer that `name` left `room`.
+    pub async fn on_member_left(
+        &self,
+        room: &RoomName,
+        name: &str,
+        context: &ConnectionContext,
+        reason: LeaveReason,
+    ) {
+        let left = MemberLeft {
+            room,
+            name,
+            context,
+            reason,
+        };
+        self.0.on_member_left(left).await;
+    }
+}
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observers")
+            .field("observes", &self.observes())
+            .finish()
+    }
+}
+
+/// A backplane the hub can build: give one to
+/// [`HubBuilder::backplane`](crate::HubBuilder::backplane).
+pub trait IntoBackplane: Send + 'static {
+    /// Builds the backplane for a hub.
+    fn into_backplane(self, context: BackplaneContext) -> Box<dyn Backplane>;
 }

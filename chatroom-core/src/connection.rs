@@ -8,121 +8,66 @@
 //! 4003) and shutdown (1001). A web adapter only converts its messages to these types.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use crate::backplane::{Membership, NotTaken, RoomGone};
+use crate::backplane::{Membership, NotTaken};
 use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
 use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict};
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::name::{DisplayName, RoomName};
-use crate::protocol::{ClientFrame, DecodeError, Ref, TextFrame, error_frame};
+use crate::protocol::{ClientFrame, DecodeError, Ref, error_frame};
 use crate::queue::Received;
+use crate::rate::Bucket;
 use crate::room::check_message;
+use crate::transport::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 
-/// A frame from the client, as the adapter hands it over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming {
-    /// A text frame (the transport guarantees UTF-8).
-    Text(Bytes),
-    /// A binary frame: answered with `bad_frame`.
-    Binary,
-    /// A ping or pong: the peer is alive.
-    Pong,
-    /// The transport refused a frame over its size limit: closes with 1009.
-    TooLarge,
-}
-
-/// A frame for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
-    /// A text frame.
-    Text(TextFrame),
-    /// A keepalive ping.
-    Ping,
-    /// Close the connection with this code and reason.
-    Close(CloseFrame),
-}
-
-/// A WebSocket close code and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseFrame {
-    /// The close code.
-    pub code: u16,
-    /// The reason, at most 123 bytes.
-    pub reason: String,
-}
-
-/// Close codes of PROTOCOL.md.
-pub mod close_code {
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Join timeout, persistent flooding, or a slow consumer.
-    pub const POLICY: u16 = 1008;
-    /// A frame over the limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// An internal fault.
-    pub const INTERNAL: u16 = 1011;
-    /// A newer connection took this membership over.
-    pub const RESUMED_ELSEWHERE: u16 = 4001;
-    /// The embedding application removed the member.
-    pub const REMOVED: u16 = 4003;
-}
-
-impl CloseFrame {
-    /// A close frame; the reason is cut to 123 bytes at a character boundary.
-    pub fn new(code: u16, reason: &str) -> CloseFrame {
-        let mut end = reason.len().min(123);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        CloseFrame {
-            code,
-            reason: reason.get(..end).unwrap_or_default().to_owned(),
-        }
+impl Hub {
+    /// Serves one client connection until it ends: the whole lifecycle of PROTOCOL.md.
+    ///
+    /// `incoming` yields the client's frames and ends when the connection is lost;
+    /// `outgoing` takes the server's frames. A web adapter converts its WebSocket
+    /// messages to [`Incoming`]/[`Outgoing`] and awaits this (usually in a spawned task).
+    /// The result says whether the connection closed with a handshake or was dropped.
+    ///
+    /// A transport that is one value (a WebSocket is both a stream and a sink) is
+    /// better given whole to [`Hub::serve_transport`]: splitting it costs a lock per
+    /// frame.
+    pub fn serve<S, K>(
+        &self,
+        context: ConnectionContext,
+        incoming: S,
+        outgoing: K,
+    ) -> impl Future<Output = ConnectionEnd> + use<S, K>
+    where
+        S: Stream<Item = Incoming> + Unpin,
+        K: Sink<Outgoing> + Unpin,
+    {
+        self.serve_transport(context, Duplex { incoming, outgoing })
     }
 
-    pub(crate) fn going_away() -> CloseFrame {
-        CloseFrame::new(close_code::GOING_AWAY, "server shutting down")
+    /// [`Hub::serve`] for a transport that is both the stream of the client's frames
+    /// and the sink for the server's.
+    pub fn serve_transport<T>(
+        &self,
+        context: ConnectionContext,
+        transport: T,
+    ) -> impl Future<Output = ConnectionEnd> + use<T>
+    where
+        T: Stream<Item = Incoming> + Sink<Outgoing> + Unpin,
+    {
+        self.tracker()
+            .track_future(drive(self.clone(), context, transport))
     }
-
-    pub(crate) fn slow_consumer() -> CloseFrame {
-        CloseFrame::new(close_code::POLICY, "slow consumer")
-    }
-
-    pub(crate) fn resumed_elsewhere() -> CloseFrame {
-        CloseFrame::new(close_code::RESUMED_ELSEWHERE, "resumed elsewhere")
-    }
-
-    pub(crate) fn removed(reason: &str) -> CloseFrame {
-        if reason.is_empty() {
-            CloseFrame::new(close_code::REMOVED, "removed")
-        } else {
-            CloseFrame::new(close_code::REMOVED, &format!("removed: {reason}"))
-        }
-    }
-}
-
-/// How a connection served by [`Hub::serve`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionEnd {
-    /// The server closed it with this close frame.
-    Closed(CloseFrame),
-    /// The client closed it (its stream of frames ended).
-    ClosedByPeer,
-    /// It was dropped without a closing handshake: the peer stopped answering pings, a
-    /// write blocked while the member was cut off as a slow consumer, or the transport
-    /// failed. An adapter should make sure the transport is torn down.
-    Dropped,
 }
 
 /// How long the final close frame may take to write before the peer is dropped; and
@@ -158,86 +103,6 @@ type Flow = Result<(), Ending>;
 struct Joined {
     room: RoomName,
     membership: Membership,
-}
-
-/// A token bucket: `burst` tokens, refilled at `rate` per second.
-pub(crate) struct Bucket {
-    tokens: f64,
-    burst: f64,
-    rate: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(limits: &Limits, now: Instant) -> Bucket {
-        Bucket::with_rate(limits.rate_burst, limits.rate_per_sec, now)
-    }
-
-    /// A full bucket of `burst` tokens refilled at `rate` per second.
-    pub(crate) fn with_rate(burst: u32, rate: u32, now: Instant) -> Bucket {
-        let burst = f64::from(burst);
-        Bucket {
-            tokens: burst,
-            burst,
-            rate: f64::from(rate),
-            last: now,
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub(crate) fn take(&mut self, now: Instant) -> bool {
-        self.take_many(1.0, now)
-    }
-
-    /// Takes `n` tokens if there are that many.
-    fn take_many(&mut self, n: f64, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-    }
-
-    /// Spends `n` tokens whether or not there are that many: what was spent beyond the
-    /// bucket is owed (at most a full bucket's worth), and repaid by the refill.
-    pub(crate) fn charge(&mut self, n: f64, now: Instant) {
-        self.refill(now);
-        self.tokens = (self.tokens - n).max(-self.burst);
-    }
-
-    /// Whether nothing is owed (see [`Bucket::charge`]).
-    pub(crate) fn in_credit(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= 0.0
-    }
-
-    /// How long until the bucket holds `n` tokens (zero if it does now; a long time if
-    /// it never refills).
-    pub(crate) fn time_until(&mut self, n: f64, now: Instant) -> Duration {
-        self.refill(now);
-        let missing = n - self.tokens;
-        if missing <= 0.0 {
-            Duration::ZERO
-        } else if self.rate > 0.0 {
-            Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX)
-        } else {
-            Duration::from_secs(3600)
-        }
-    }
-
-    /// Whether the bucket is full: nothing was spent for as long as it takes to fill.
-    pub(crate) fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= self.burst
-    }
 }
 
 struct Driver<T> {
@@ -525,6 +390,10 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             Ok(()) => Ok(()),
             Err(NotTaken::Busy) => self.reply_error(&FrameError::RoomBusy, reference).await,
             Err(NotTaken::Gone) => Err(self.room_gone()),
+            Err(NotTaken::Unavailable) => {
+                self.reply_error(&FrameError::StoreUnavailable, reference)
+                    .await
+            }
         }
     }
 
@@ -572,6 +441,12 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             // or the room cut it off): nothing changed, and the close that says why is
             // queued for the main loop.
             Ok(false) => return Ok(()),
+            // The leave did not happen: the member stays, and hears why.
+            Err(NotTaken::Unavailable) => {
+                return self
+                    .reply_error(&FrameError::StoreUnavailable, reference)
+                    .await;
+            }
             Err(_) => return Err(self.room_gone()),
         }
         let Some(Joined { membership, .. }) = self.joined.take() else {
@@ -591,8 +466,8 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
     /// Waits for the room's answer to a leave while delivering what the room sends.
     async fn await_leave(
         &mut self,
-        mut reply: BoxFuture<'static, Result<bool, RoomGone>>,
-    ) -> Result<Result<bool, RoomGone>, Ending> {
+        mut reply: BoxFuture<'static, Result<bool, NotTaken>>,
+    ) -> Result<Result<bool, NotTaken>, Ending> {
         loop {
             let step = {
                 let Some(joined) = &self.joined else {

@@ -36,6 +36,10 @@ pub enum ErrorCode {
     RateLimited,
     /// A server fault.
     Internal,
+    /// The rooms' store (a cluster's Redis) could not be reached in time: the frame
+    /// had no effect and will not take effect later; the connection stays open. A
+    /// single-node server never sends it.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -56,6 +60,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLong => "message_too_long",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -111,6 +116,10 @@ pub enum JoinError {
         /// The limit.
         max: usize,
     },
+    /// The rooms' store (a cluster's Redis) could not be reached in time: the join had
+    /// no effect; try again later. Code `unavailable`.
+    #[error("{}", Unavailable)]
+    StoreUnavailable,
 }
 
 /// Why a `send` was refused.
@@ -175,7 +184,17 @@ pub enum FrameError {
     /// A server fault; details are in the server's log.
     #[error("internal server error")]
     Internal,
+    /// The rooms' store (a cluster's Redis) could not be reached in time: the frame had
+    /// no effect and will not take effect later. Code `unavailable`.
+    #[error("{}", Unavailable)]
+    StoreUnavailable,
 }
+
+/// The rooms' store (a cluster's Redis) could not be reached in time, so nothing was
+/// done. A hub on the in-process backplane (the default) never returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the chat server's store cannot be reached; try again later")]
+pub struct Unavailable;
 
 /// Anything that has a protocol error code.
 pub trait HasErrorCode: std::fmt::Display + Send + Sync {
@@ -196,6 +215,7 @@ impl HasErrorCode for JoinError {
             JoinError::Unavailable => ErrorCode::Internal,
             JoinError::RoomBusy => ErrorCode::RateLimited,
             JoinError::TooManyRooms { .. } => ErrorCode::TooManyRooms,
+            JoinError::StoreUnavailable => ErrorCode::Unavailable,
         }
     }
 }
@@ -222,6 +242,24 @@ impl HasErrorCode for RenameError {
     }
 }
 
+impl From<Unavailable> for JoinError {
+    fn from(_: Unavailable) -> Self {
+        JoinError::StoreUnavailable
+    }
+}
+
+impl From<Unavailable> for FrameError {
+    fn from(_: Unavailable) -> Self {
+        FrameError::StoreUnavailable
+    }
+}
+
+impl HasErrorCode for Unavailable {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Unavailable
+    }
+}
+
 impl HasErrorCode for FrameError {
     fn code(&self) -> ErrorCode {
         match self {
@@ -229,6 +267,7 @@ impl HasErrorCode for FrameError {
             FrameError::NotJoined => ErrorCode::NotJoined,
             FrameError::RateLimited | FrameError::RoomBusy => ErrorCode::RateLimited,
             FrameError::Internal => ErrorCode::Internal,
+            FrameError::StoreUnavailable => ErrorCode::Unavailable,
         }
     }
 }
@@ -254,6 +293,7 @@ mod tests {
             ErrorCode::MessageTooLong,
             ErrorCode::RateLimited,
             ErrorCode::Internal,
+            ErrorCode::Unavailable,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializable");

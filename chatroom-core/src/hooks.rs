@@ -187,7 +187,7 @@ pub struct Disconnected<'a> {
     /// The connection's context.
     pub context: &'a ConnectionContext,
     /// How it ended.
-    pub end: &'a crate::ConnectionEnd,
+    pub end: &'a crate::transport::ConnectionEnd,
 }
 
 /// The host application's hooks, for what needs to `await` (a database, another

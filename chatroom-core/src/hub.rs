@@ -3,16 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::{Sink, Stream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
-    Backplane, Entry, JoinFailure, JoinRequest, MemberInfo, Membership, NotTaken, RoomCursor,
-    RoomDetails, RoomSummary, RoomsPage,
+    Backplane, BackplaneContext, Entry, IntoBackplane, JoinFailure, JoinRequest, MemberInfo,
+    Membership, NotTaken, RoomCursor, RoomDetails, RoomSummary, RoomsPage,
 };
-use crate::connection::{ConnectionEnd, Duplex, Incoming, Outgoing, drive};
-use crate::error::{JoinError, SendError};
+use crate::error::{JoinError, SendError, Unavailable};
 use crate::hooks::{
     ConnectionContext, Disconnected, Filter, HookSet, Hooks, JoinAttempt, MemberLeft,
     MessageAttempt, ObservedEvent, RenameAttempt, Verdict,
@@ -32,6 +30,10 @@ use crate::token::ResumeToken;
 /// multi-threaded runtime that was current when the hub was built (or the one given
 /// to [`HubBuilder::runtime`]); `Hub::new` itself needs no runtime, and a hub built
 /// outside one starts each room on the runtime of the connection that creates it.
+///
+/// The methods that read or act on rooms return `Err(`[`Unavailable`]`)` only on a
+/// cluster (see [`HubBuilder::backplane`]) whose store could not be reached in time;
+/// nothing was done then. On the default in-process backplane they never fail.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -44,9 +46,9 @@ struct Inner {
     /// The header a trusted proxy puts the client's address in, lower case.
     address_header: Option<String>,
     /// Open connections admitted at the upgrade, in total and per address.
-    admitted: Arc<crate::api::Admitted>,
+    admitted: Arc<crate::admission::Admitted>,
     /// Paces the JSON API (`Limits::api_requests_per_sec`).
-    pacer: crate::api::Pacer,
+    pacer: crate::admission::Pacer,
     hooks: Arc<HookSet>,
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
@@ -77,9 +79,21 @@ pub struct HubBuilder {
     address_header: Option<String>,
     hooks: HookSet,
     runtime: Option<tokio::runtime::Handle>,
+    backplane: Option<MakeBackplane>,
 }
 
+/// Builds the hub's backplane from what the hub gives it.
+type MakeBackplane = Box<dyn FnOnce(BackplaneContext) -> Box<dyn Backplane> + Send>;
+
 impl HubBuilder {
+    /// Where the hub's rooms live: by default in this process. Give it another
+    /// backplane to share rooms between several servers, e.g. `chatroom-redis`'s
+    /// (`Hub::builder().backplane(RedisBackplane::connect(url).await?)`).
+    pub fn backplane(mut self, backplane: impl IntoBackplane) -> Self {
+        self.backplane = Some(Box::new(move |context| backplane.into_backplane(context)));
+        self
+    }
+
     /// Uses these limits instead of the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -272,13 +286,17 @@ impl HubBuilder {
                 .ok()
                 .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         });
-        let backplane = Box::new(LocalBackplane::new(
-            limits.clone(),
-            hooks.clone(),
-            cancel.clone(),
-            tracker.clone(),
+        let context = BackplaneContext {
+            limits: limits.clone(),
+            hooks: hooks.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
             runtime,
-        ));
+        };
+        let backplane = match self.backplane {
+            Some(make) => make(context),
+            None => Box::new(LocalBackplane::new(context)),
+        };
         Hub {
             inner: Arc::new(Inner {
                 limits,
@@ -286,7 +304,7 @@ impl HubBuilder {
                 scheme: self.scheme,
                 address_header: self.address_header,
                 admitted: Arc::default(),
-                pacer: crate::api::Pacer::default(),
+                pacer: crate::admission::Pacer::default(),
                 hooks,
                 backplane,
                 cancel,
@@ -312,6 +330,8 @@ pub enum NameCheck {
     InvalidRoom(NameError),
     /// The room is saturated and did not take the question; ask again in a moment.
     Busy,
+    /// The rooms' store (a cluster's Redis) could not be reached in time.
+    Unavailable,
 }
 
 /// Why [`Hub::post`] failed.
@@ -326,6 +346,10 @@ pub enum PostError {
     /// The text is empty or too long.
     #[error(transparent)]
     InvalidText(SendError),
+    /// The rooms' store (a cluster's Redis) could not be reached in time: nothing was
+    /// posted.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
 /// A `join` frame's fields, as the connection driver hands them to the hub.
@@ -363,11 +387,11 @@ impl Hub {
         self.inner.address_header.as_deref()
     }
 
-    pub(crate) fn admitted(&self) -> &Arc<crate::api::Admitted> {
+    pub(crate) fn admitted(&self) -> &Arc<crate::admission::Admitted> {
         &self.inner.admitted
     }
 
-    pub(crate) fn pacer(&self) -> &crate::api::Pacer {
+    pub(crate) fn pacer(&self) -> &crate::admission::Pacer {
         &self.inner.pacer
     }
 
@@ -393,42 +417,9 @@ impl Hub {
         self.inner.cancel.clone()
     }
 
-    /// Serves one client connection until it ends: the whole lifecycle of PROTOCOL.md.
-    ///
-    /// `incoming` yields the client's frames and ends when the connection is lost;
-    /// `outgoing` takes the server's frames. A web adapter converts its WebSocket
-    /// messages to [`Incoming`]/[`Outgoing`] and awaits this (usually in a spawned task).
-    /// The result says whether the connection closed with a handshake or was dropped.
-    ///
-    /// A transport that is one value (a WebSocket is both a stream and a sink) is
-    /// better given whole to [`Hub::serve_transport`]: splitting it costs a lock per
-    /// frame.
-    pub fn serve<S, K>(
-        &self,
-        context: ConnectionContext,
-        incoming: S,
-        outgoing: K,
-    ) -> impl Future<Output = ConnectionEnd> + use<S, K>
-    where
-        S: Stream<Item = Incoming> + Unpin,
-        K: Sink<Outgoing> + Unpin,
-    {
-        self.serve_transport(context, Duplex { incoming, outgoing })
-    }
-
-    /// [`Hub::serve`] for a transport that is both the stream of the client's frames
-    /// and the sink for the server's.
-    pub fn serve_transport<T>(
-        &self,
-        context: ConnectionContext,
-        transport: T,
-    ) -> impl Future<Output = ConnectionEnd> + use<T>
-    where
-        T: Stream<Item = Incoming> + Sink<Outgoing> + Unpin,
-    {
-        self.inner
-            .tracker
-            .track_future(drive(self.clone(), context, transport))
+    /// The tracker of the hub's tasks and connections, which shutdown waits for.
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
     }
 
     /// Validates a join, asks the policy hook, and joins through the backplane.
@@ -514,6 +505,7 @@ impl Hub {
                 Ok(Some(name)) => name,
                 Ok(None) | Err(NotTaken::Gone) => return Err(JoinError::ResumeFailed),
                 Err(NotTaken::Busy) => return Err(JoinError::RoomBusy),
+                Err(NotTaken::Unavailable) => return Err(JoinError::StoreUnavailable),
             };
             self.authorize(context, room, &name, true).await?;
             let request = JoinRequest {
@@ -533,29 +525,37 @@ impl Hub {
 
     /// Rooms that have members, with their member counts (present or away), largest
     /// first (then by name). All of them: for a bounded answer use [`Hub::rooms_page`].
-    pub async fn rooms(&self) -> Vec<RoomSummary> {
-        self.inner.backplane.rooms(None, usize::MAX).await.rooms
+    pub async fn rooms(&self) -> Result<Vec<RoomSummary>, Unavailable> {
+        Ok(self.inner.backplane.rooms(None, usize::MAX).await?.rooms)
     }
 
     /// At most `limit` rooms (at least one) in [`Hub::rooms`]'s order, starting after `after` (from
     /// the start with `None`), and the cursor of the next page if there are more. The
     /// listing is kept up to date by the rooms themselves: reading it waits for no
     /// room and takes no lock that a join needs.
-    pub async fn rooms_page(&self, after: Option<RoomCursor>, limit: usize) -> RoomsPage {
+    pub async fn rooms_page(
+        &self,
+        after: Option<RoomCursor>,
+        limit: usize,
+    ) -> Result<RoomsPage, Unavailable> {
         self.inner.backplane.rooms(after, limit.max(1)).await
     }
 
     /// A room's display name and members in join order; `None` if it does not exist
     /// or the name is not a valid room name. Read from what the room last published:
     /// it does not wait for the room's task.
-    pub async fn room(&self, room: &str) -> Option<RoomDetails> {
-        let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
+    pub async fn room(&self, room: &str) -> Result<Option<RoomDetails>, Unavailable> {
+        let Ok(room) = RoomName::parse_max(room, self.inner.limits.max_room_chars) else {
+            return Ok(None);
+        };
         self.inner.backplane.room(room.key().clone()).await
     }
 
     /// [`Hub::room`] as the JSON body of `GET /rooms/{room}`.
-    pub(crate) async fn room_json(&self, room: &str) -> Option<String> {
-        let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
+    pub(crate) async fn room_json(&self, room: &str) -> Result<Option<String>, Unavailable> {
+        let Ok(room) = RoomName::parse_max(room, self.inner.limits.max_room_chars) else {
+            return Ok(None);
+        };
         self.inner.backplane.room_json(room.key().clone()).await
     }
 
@@ -580,6 +580,7 @@ impl Hub {
             Ok(Some(holder)) => NameCheck::Taken { holder },
             Ok(None) | Err(NotTaken::Gone) => NameCheck::Available,
             Err(NotTaken::Busy) => NameCheck::Busy,
+            Err(NotTaken::Unavailable) => NameCheck::Unavailable,
         }
     }
 
@@ -599,19 +600,19 @@ impl Hub {
         self.inner
             .backplane
             .post(room.key().clone(), from.into(), text.into())
-            .await
+            .await?
             .ok_or(PostError::NoSuchRoom)
     }
 
     /// Removes the member called `name` (by collision key) from `room`: its connection
     /// closes with 4003 and `reason`, the others get `left`. False if there was none.
-    pub async fn kick(&self, room: &str, name: &str, reason: &str) -> bool {
+    pub async fn kick(&self, room: &str, name: &str, reason: &str) -> Result<bool, Unavailable> {
         let limits = &self.inner.limits;
         let (Ok(room), Ok(name)) = (
             RoomName::parse_max(room, limits.max_room_chars),
             DisplayName::parse_max(name, limits.max_name_chars),
         ) else {
-            return false;
+            return Ok(false);
         };
         self.inner
             .backplane
@@ -634,12 +635,17 @@ impl Hub {
     /// # let _ = removed;
     /// # }
     /// ```
-    pub async fn kick_identity<T>(&self, room: &str, identity: T, reason: &str) -> usize
+    pub async fn kick_identity<T>(
+        &self,
+        room: &str,
+        identity: T,
+        reason: &str,
+    ) -> Result<usize, Unavailable>
     where
         T: std::any::Any + PartialEq + Send + Sync,
     {
         let Ok(room) = RoomName::parse_max(room, self.inner.limits.max_room_chars) else {
-            return 0;
+            return Ok(0);
         };
         let matches = Box::new(move |context: &ConnectionContext| {
             context.get::<T>().is_some_and(|held| *held == identity)
@@ -656,8 +662,10 @@ impl Hub {
     ///
     /// Unlike [`Hub::room`], this asks the room's task (the contexts live there): it
     /// waits its turn behind what the room has queued, like [`Hub::post`].
-    pub async fn members(&self, room: &str) -> Option<Vec<MemberInfo>> {
-        let room = RoomName::parse_max(room, self.inner.limits.max_room_chars).ok()?;
+    pub async fn members(&self, room: &str) -> Result<Option<Vec<MemberInfo>>, Unavailable> {
+        let Ok(room) = RoomName::parse_max(room, self.inner.limits.max_room_chars) else {
+            return Ok(None);
+        };
         self.inner.backplane.members(room.key().clone()).await
     }
 
@@ -749,8 +757,8 @@ mod tests {
             hub.post("", "sys", "x").await,
             Err(PostError::InvalidRoom(NameError::Empty))
         ));
-        assert!(!hub.kick("r", "\u{0}", "x").await);
-        assert_eq!(hub.room("\u{0}").await, None);
-        assert!(hub.rooms().await.is_empty());
+        assert!(!hub.kick("r", "\u{0}", "x").await.unwrap());
+        assert_eq!(hub.room("\u{0}").await.unwrap(), None);
+        assert!(hub.rooms().await.unwrap().is_empty());
     }
 }

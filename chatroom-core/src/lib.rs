@@ -26,7 +26,11 @@
 //! - [`protocol`]: the JSON frames of PROTOCOL.md; [`error`]: one error enum per
 //!   operation and the one mapping to protocol codes; [`Limits`]: every limit.
 //! - [`Hooks`]: the host application's join/rename policy, message filter and event
-//!   observer. An internal backplane trait is the seam for a future cluster.
+//!   observer.
+//! - [`backplane`]: the seam rooms live behind, for implementors of other backplanes
+//!   (`chatroom-redis` shares rooms between nodes through Redis); a hub uses the
+//!   in-process one unless [`HubBuilder::backplane`] says otherwise. Every operation
+//!   through it can fail with [`Unavailable`], which only a cluster returns.
 //!
 //! # Testing room logic without a network
 //!
@@ -70,8 +74,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+mod admission;
 pub mod api;
-mod backplane;
+pub mod backplane;
 mod connection;
 pub mod error;
 mod hooks;
@@ -82,6 +87,7 @@ pub mod name;
 mod origin;
 pub mod protocol;
 mod queue;
+mod rate;
 // The pure rules: for benches, fuzzers and backplanes, not for embedders.
 #[doc(hidden)]
 pub mod room;
@@ -89,10 +95,10 @@ pub mod room;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod token;
+mod transport;
 
 pub use backplane::{BadCursor, MemberInfo, RoomCursor, RoomDetails, RoomSummary, RoomsPage};
-pub use connection::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
-pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError};
+pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError, Unavailable};
 pub use hooks::{
     AllowAll, ConnectionContext, Disconnected, Filter, Hooks, JoinAttempt, LeaveReason, MemberLeft,
     MessageAttempt, ObservedEvent, RenameAttempt, Verdict,
@@ -102,3 +108,4 @@ pub use limits::Limits;
 pub use name::{DisplayName, NameError, NameKey, RoomName};
 pub use origin::{OriginPolicy, Scheme};
 pub use token::ResumeToken;
+pub use transport::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};

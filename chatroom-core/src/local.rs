@@ -25,18 +25,19 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backplane::{
-    Backplane, ContextMatch, Entry, JoinFailure, JoinRequest, MemberChannel, MemberInfo,
-    Membership, NotTaken, RoomCursor, RoomDetails, RoomGone, RoomSummary, RoomsPage,
+    Backplane, BackplaneContext, ContextMatch, Entry, JoinFailure, JoinRequest, MemberChannel,
+    MemberInfo, Membership, NotTaken, RoomCursor, RoomDetails, RoomSummary, RoomsPage, Unavailable,
 };
-use crate::connection::{Bucket, CloseFrame};
 use crate::error::{JoinError, RenameError};
 use crate::hooks::{ConnectionContext, HookSet, LeaveReason, MemberLeft, ObservedEvent};
 use crate::limits::Limits;
 use crate::name::{DisplayName, NameKey, RoomName};
 use crate::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use crate::queue::{PushError, QueueSender, queue};
+use crate::rate::Bucket;
 use crate::room::{MemberId, Now, Presence, Recorded, Room};
 use crate::token::ResumeToken;
+use crate::transport::CloseFrame;
 
 /// What the hub and the room tasks share.
 struct Shared {
@@ -186,13 +187,14 @@ impl LocalBackplane {
         Some((display, roster))
     }
 
-    pub(crate) fn new(
-        limits: Arc<Limits>,
-        hooks: Arc<HookSet>,
-        cancel: CancellationToken,
-        tracker: TaskTracker,
-        runtime: Option<tokio::runtime::Handle>,
-    ) -> Self {
+    pub(crate) fn new(context: BackplaneContext) -> Self {
+        let BackplaneContext {
+            limits,
+            hooks,
+            cancel,
+            tracker,
+            runtime,
+        } = context;
         LocalBackplane {
             shared: Arc::new(Shared {
                 rooms: Mutex::new(HashMap::new()),
@@ -391,7 +393,11 @@ impl Backplane for LocalBackplane {
         })
     }
 
-    fn rooms(&self, after: Option<RoomCursor>, limit: usize) -> BoxFuture<'_, RoomsPage> {
+    fn rooms(
+        &self,
+        after: Option<RoomCursor>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RoomsPage, Unavailable>> {
         let directory = self.shared.directory();
         let start = match &after {
             Some(c) => Bound::Excluded((Reverse(c.members), Arc::<str>::from(c.room.as_str()))),
@@ -418,13 +424,13 @@ impl Backplane for LocalBackplane {
                 room: last.room.clone(),
             })
         });
-        Box::pin(std::future::ready(RoomsPage {
+        Box::pin(std::future::ready(Ok(RoomsPage {
             rooms: page,
             next: next.flatten(),
-        }))
+        })))
     }
 
-    fn room(&self, room: NameKey) -> BoxFuture<'_, Option<RoomDetails>> {
+    fn room(&self, room: NameKey) -> BoxFuture<'_, Result<Option<RoomDetails>, Unavailable>> {
         let details = self.published(&room).and_then(|(display, roster)| {
             let members: Vec<String> = serde_json::from_str(&roster).ok()?;
             (!members.is_empty()).then(|| RoomDetails {
@@ -432,10 +438,10 @@ impl Backplane for LocalBackplane {
                 members,
             })
         });
-        Box::pin(std::future::ready(details))
+        Box::pin(std::future::ready(Ok(details)))
     }
 
-    fn room_json(&self, room: NameKey) -> BoxFuture<'_, Option<String>> {
+    fn room_json(&self, room: NameKey) -> BoxFuture<'_, Result<Option<String>, Unavailable>> {
         // The published roster is already a JSON array: it is copied into the answer,
         // not decoded and encoded again (for a room of 500, that was most of the cost
         // of answering).
@@ -446,7 +452,7 @@ impl Backplane for LocalBackplane {
             let display = serde_json::to_string(&*display).ok()?;
             Some(format!(r#"{{"room":{display},"members":{roster}}}"#))
         });
-        Box::pin(std::future::ready(body))
+        Box::pin(std::future::ready(Ok(body)))
     }
 
     fn holder(
@@ -463,12 +469,21 @@ impl Backplane for LocalBackplane {
         })
     }
 
-    fn post(&self, room: NameKey, from: Arc<str>, text: Arc<str>) -> BoxFuture<'_, Option<u64>> {
+    fn post(
+        &self,
+        room: NameKey,
+        from: Arc<str>,
+        text: Arc<str>,
+    ) -> BoxFuture<'_, Result<Option<u64>, Unavailable>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
-            handle?
+            let Some(handle) = handle else {
+                return Ok(None);
+            };
+            let posted = handle
                 .call(|reply| Command::Post { from, text, reply })
-                .await?
+                .await;
+            Ok(posted.flatten())
         })
     }
 
@@ -516,10 +531,15 @@ impl Backplane for LocalBackplane {
         })
     }
 
-    fn kick(&self, room: NameKey, name: NameKey, reason: String) -> BoxFuture<'_, bool> {
+    fn kick(
+        &self,
+        room: NameKey,
+        name: NameKey,
+        reason: String,
+    ) -> BoxFuture<'_, Result<bool, Unavailable>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
-            match handle {
+            Ok(match handle {
                 Some(h) => h
                     .call(|reply| Command::Kick {
                         name,
@@ -529,7 +549,7 @@ impl Backplane for LocalBackplane {
                     .await
                     .unwrap_or(false),
                 None => false,
-            }
+            })
         })
     }
 
@@ -538,10 +558,10 @@ impl Backplane for LocalBackplane {
         room: NameKey,
         matches: ContextMatch,
         reason: String,
-    ) -> BoxFuture<'_, usize> {
+    ) -> BoxFuture<'_, Result<usize, Unavailable>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
-            match handle {
+            Ok(match handle {
                 Some(h) => h
                     .call(|reply| Command::KickMatching {
                         matches,
@@ -551,15 +571,21 @@ impl Backplane for LocalBackplane {
                     .await
                     .unwrap_or(0),
                 None => 0,
-            }
+            })
         })
     }
 
-    fn members(&self, room: NameKey) -> BoxFuture<'_, Option<Vec<MemberInfo>>> {
+    fn members(
+        &self,
+        room: NameKey,
+    ) -> BoxFuture<'_, Result<Option<Vec<MemberInfo>>, Unavailable>> {
         let handle = self.shared.handle(&room);
         Box::pin(async move {
-            let members = handle?.call(|reply| Command::Members { reply }).await?;
-            (!members.is_empty()).then_some(members)
+            let Some(handle) = handle else {
+                return Ok(None);
+            };
+            let members = handle.call(|reply| Command::Members { reply }).await;
+            Ok(members.filter(|m| !m.is_empty()))
         })
     }
 }
@@ -609,14 +635,16 @@ impl MemberChannel for RoomHandle {
         &self,
         member: MemberId,
         link: u64,
-    ) -> Result<BoxFuture<'static, Result<bool, RoomGone>>, NotTaken> {
+    ) -> Result<BoxFuture<'static, Result<bool, NotTaken>>, NotTaken> {
         let (reply, answer) = oneshot::channel();
         self.offer(Command::Leave {
             member,
             link,
             reply,
         })?;
-        Ok(Box::pin(async move { answer.await.map_err(|_| RoomGone) }))
+        Ok(Box::pin(
+            async move { answer.await.map_err(|_| NotTaken::Gone) },
+        ))
     }
 
     fn disconnect(&self, member: MemberId, link: u64) -> BoxFuture<'_, ()> {
@@ -1391,8 +1419,8 @@ mod tests {
             other => panic!("expected 1011, got {other:?}"),
         }
         // The dead room is gone from the list at once, and replaced on the next join.
-        assert_eq!(hub.rooms().await, []);
-        assert_eq!(hub.room("r").await, None);
+        assert_eq!(hub.rooms().await.unwrap(), []);
+        assert_eq!(hub.room("r").await.unwrap(), None);
         let mut b = TestClient::connect(&hub);
         let w = b.join("r", "B").await.expect("a fresh room");
         assert_eq!(w.members, ["B"]);

@@ -395,23 +395,32 @@ pub fn ack_frame(reference: Ref, id: u64) -> TextFrame {
     TextFrame::json(&Reply::Ack { reference, id })
 }
 
-/// The parts of a `welcome`, with the members and the history already encoded.
-pub(crate) struct WelcomeParts<'a> {
-    pub(crate) room: &'a str,
-    pub(crate) name: &'a str,
+/// The parts of a `welcome`, with the members and the history already encoded: how
+/// every backplane assembles one.
+#[derive(Debug, Clone)]
+pub struct WelcomeParts<'a> {
+    /// The room's display name.
+    pub room: &'a str,
+    /// The member's display name.
+    pub name: &'a str,
     /// The members' display names as a JSON array.
-    pub(crate) members: &'a str,
-    pub(crate) history: Vec<TextFrame>,
-    pub(crate) last_id: u64,
-    pub(crate) resume: &'a str,
-    pub(crate) gap: bool,
-    pub(crate) reference: Option<Ref>,
+    pub members: &'a str,
+    /// The history, each event as encoded for its receivers.
+    pub history: Vec<TextFrame>,
+    /// The id of the room's last event.
+    pub last_id: u64,
+    /// The member's resume token, as text.
+    pub resume: &'a str,
+    /// Whether events the client asked for are missing from `history`.
+    pub gap: bool,
+    /// The join frame's `ref`.
+    pub reference: Option<Ref>,
 }
 
 impl WelcomeParts<'_> {
     /// Encodes the welcome, splicing in the members and the history frames without
     /// re-encoding them.
-    pub(crate) fn encode(&self) -> TextFrame {
+    pub fn encode(&self) -> TextFrame {
         #[derive(Serialize)]
         struct Head<'b> {
             r#type: &'static str,

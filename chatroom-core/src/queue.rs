@@ -14,11 +14,13 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
-use crate::connection::CloseFrame;
 use crate::protocol::TextFrame;
+use crate::transport::CloseFrame;
 
-/// A queue whose capacity is `capacity` frames (at least 1).
-pub(crate) fn queue(capacity: usize) -> (QueueSender, QueueReceiver) {
+/// A member's queue whose capacity is `capacity` frames (at least 1): the backplane
+/// keeps the sender, the [`Membership`](crate::backplane::Membership) carries the
+/// receiver to the connection driver.
+pub fn queue(capacity: usize) -> (QueueSender, QueueReceiver) {
     let shared = Arc::new(Mutex::new(State {
         frames: VecDeque::new(),
         capacity: capacity.max(1),
@@ -81,22 +83,23 @@ fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PushError {
+pub enum PushError {
     /// The queue holds `capacity` frames: the consumer is too slow.
     Full,
     /// The consumer is gone.
     Closed,
 }
 
-/// The room's end. Dropping it ends the queue without a close frame.
+/// The room's end. Dropping it ends the queue without a close frame (the connection
+/// then closes with 1011).
 #[derive(Debug)]
-pub(crate) struct QueueSender {
+pub struct QueueSender {
     shared: Arc<Mutex<State>>,
 }
 
 impl QueueSender {
     /// Queues `frame` unless the queue is full or the consumer is gone.
-    pub(crate) fn push(&self, frame: TextFrame) -> Result<(), PushError> {
+    pub fn push(&self, frame: TextFrame) -> Result<(), PushError> {
         let waker = {
             let mut state = lock(&self.shared);
             match state.end {
@@ -116,7 +119,7 @@ impl QueueSender {
     }
 
     /// Ends the queue: the consumer gets what is queued, then the end, with `close`.
-    pub(crate) fn end(self, close: Option<CloseFrame>) {
+    pub fn end(self, close: Option<CloseFrame>) {
         self.finish(close);
     }
 
@@ -143,7 +146,7 @@ impl Drop for QueueSender {
 
 /// The connection driver's end.
 #[derive(Debug)]
-pub(crate) struct QueueReceiver {
+pub struct QueueReceiver {
     shared: Arc<Mutex<State>>,
 }
 

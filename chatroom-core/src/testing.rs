@@ -9,11 +9,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-use crate::connection::{CloseFrame, Incoming, Outgoing};
 use crate::error::ErrorCode;
 use crate::hooks::ConnectionContext;
 use crate::hub::Hub;
 use crate::protocol::{Event, Reply, ServerFrame, Welcome};
+use crate::transport::{CloseFrame, Incoming, Outgoing};
 #[cfg(feature = "testing")]
 use tokio_tungstenite::tungstenite::http;
 

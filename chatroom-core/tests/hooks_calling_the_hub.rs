@@ -24,11 +24,11 @@ impl Hooks for Moderator {
         };
         let room = seen.room;
         if m.text.contains("badword") {
-            hub.kick(room.as_str(), &m.from, "language").await;
+            let _ = hub.kick(room.as_str(), &m.from, "language").await;
             let note = format!("{} was removed", m.from);
             let _ = hub.post(room.as_str(), "moderator", &note).await;
             // A query of the room's own state from inside the hook answers too.
-            if hub.room(room.as_str()).await.is_some() {
+            if matches!(hub.room(room.as_str()).await, Ok(Some(_))) {
                 let _ = hub
                     .post(room.as_str(), "moderator", "the room answers")
                     .await;
@@ -42,7 +42,7 @@ impl Hooks for Moderator {
                 let _ = hub.post(attempt.room.as_str(), "bot", "pong").await;
             }
             if attempt.text == "!leave-me" {
-                hub.kick(attempt.room.as_str(), "B", "asked to").await;
+                let _ = hub.kick(attempt.room.as_str(), "B", "asked to").await;
             }
         }
         Filter::Allow

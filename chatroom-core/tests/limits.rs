@@ -93,7 +93,10 @@ async fn persistent_flooding_closes_with_1008_after_the_50th_rejection() {
     // The flooder becomes away; the room carries on.
     send(&other, json!({"type": "send", "text": "calm", "ref": 1})).await;
     assert!(matches!(expect_event(&mut other).await, Event::Message(_)));
-    assert_eq!(hub.room("r").await.map(|r| r.members.len()), Some(2));
+    assert_eq!(
+        hub.room("r").await.unwrap().map(|r| r.members.len()),
+        Some(2)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,7 +140,7 @@ async fn a_frame_over_the_limit_closes_with_1009_and_the_member_is_away() {
     assert_eq!(expect_close(&mut c).await.code, close_code::TOO_BIG);
     // Both are away, not gone: their names are still held.
     assert_eq!(
-        hub.room("r").await.map(|r| r.members),
+        hub.room("r").await.unwrap().map(|r| r.members),
         Some(vec!["A".into(), "B".into(), "C".into()])
     );
 }
@@ -153,7 +156,7 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_becomes_away() {
     assert_eq!(a.next_raw().await, None, "dropped without a close frame");
     assert_eq!(start.elapsed(), Duration::from_secs(40));
     assert_eq!(
-        hub.room("r").await.map(|r| r.members.len()),
+        hub.room("r").await.unwrap().map(|r| r.members.len()),
         Some(1),
         "away, not gone"
     );
@@ -208,6 +211,7 @@ async fn a_stalled_reader_is_disconnected_while_the_others_get_everything_in_ord
     assert!(
         hub.room("r")
             .await
+            .unwrap()
             .is_some_and(|r| r.members.contains(&"S".to_string()))
     );
     send(&sender, json!({"type": "send", "text": "after"})).await;
@@ -315,7 +319,12 @@ async fn churn_spends_a_rooms_presence_budget_and_filling_it_does_not() {
         Some(json!(7))
     );
     assert_eq!(
-        hub.room("big").await.expect("listed").members.len(),
+        hub.room("big")
+            .await
+            .unwrap()
+            .expect("listed")
+            .members
+            .len(),
         7,
         "the refused join took no place"
     );

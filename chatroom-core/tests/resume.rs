@@ -25,7 +25,7 @@ async fn an_away_member_keeps_its_name_until_the_grace_runs_out() {
     // Still a member, still holding the name; nobody was told anything.
     expect_quiet(&mut a).await;
     assert_eq!(
-        hub.room("r").await.map(|r| r.members),
+        hub.room("r").await.unwrap().map(|r| r.members),
         Some(vec!["A".to_string(), "B".to_string()])
     );
     let mut c = TestClient::connect(&hub);

@@ -77,6 +77,6 @@ async fn a_whole_transport_joins_sends_and_is_closed_by_its_peer_leaving_the_mem
     drop(client_tx);
     assert_eq!(served.await.unwrap(), ConnectionEnd::ClosedByPeer);
     // Closed without `leave`: the member stays, away, for the resume window.
-    let members = hub.room("Lobby").await.map(|r| r.members);
+    let members = hub.room("Lobby").await.unwrap().map(|r| r.members);
     assert_eq!(members, Some(vec!["Ada".to_string()]));
 }

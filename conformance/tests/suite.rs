@@ -480,7 +480,7 @@ async fn kick_closes_with_4003(adapter: Adapter) {
     let mut b = server.connect().await;
     b.join("r", "B").await;
     a.expect("joined").await;
-    assert!(server.hub.kick("r", "B", "").await);
+    assert!(server.hub.kick("r", "B", "").await.unwrap());
     assert_eq!(b.ended().await, Ended::Close(4003, "removed".into()));
     assert_eq!(a.expect("left").await["name"], "B");
 }
@@ -889,7 +889,7 @@ async fn close_after_a_pending_write(
 
 async fn a_kick_during_a_pending_write_still_closes_with_4003(adapter: Adapter) {
     let ended = close_after_a_pending_write(adapter, async |server, _| {
-        assert!(server.hub.kick("r", "Stalled", "").await);
+        assert!(server.hub.kick("r", "Stalled", "").await.unwrap());
     })
     .await;
     assert_eq!(ended, Ended::Close(4003, "removed".into()));
