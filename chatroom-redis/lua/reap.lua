@@ -1,0 +1,22 @@
+-- Marks nodes whose lease ran out as dead (a tombstone their heartbeat answers
+-- 'reaped' to) and returns every dead node whose rooms are still to be expired, with
+-- its lease end. KEYS: nodes, hold-off, dead, dying. ARGV: the calling node.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if now >= tonumber(redis.call('GET', KEYS[2]) or '0') then
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
+  for i = 1, #expired, 2 do
+    local n = expired[i]
+    if n ~= ARGV[1] then
+      redis.call('HSET', KEYS[3], n, expired[i + 1])
+      redis.call('SADD', KEYS[4], n)
+      redis.call('ZREM', KEYS[1], n)
+    end
+  end
+end
+local out = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  out[#out + 1] = n
+  out[#out + 1] = redis.call('HGET', KEYS[3], n) or '0'
+end
+return out

@@ -1,0 +1,267 @@
+//! Several chatroom servers sharing their rooms through Redis (7.0 or later, or
+//! Valkey).
+//!
+//! Run your service as several replicas behind a load balancer and give each hub the
+//! same Redis: the members of a room see each other whatever node serves them, names
+//! are unique across the cluster, event ids are gapless, and a client resumes on any
+//! node.
+//!
+//! ```no_run
+//! use chatroom_core::Hub;
+//! use chatroom_redis::RedisBackplane;
+//!
+//! # async fn demo() -> Result<(), chatroom_redis::ConnectError> {
+//! let backplane = RedisBackplane::connect("redis://127.0.0.1:6379/").await?;
+//! let hub = Hub::builder().backplane(backplane).build();
+//! // Serve `hub` with chatroom-axum or chatroom-actix as on one node.
+//! # let _ = hub;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! Redis decides, nodes fan out. A room's state (members, names, tokens, its event
+//! counter and its history as a stream) lives only in Redis; every room operation
+//! (join, resume, send, rename, leave or kick, disconnect, expiry) is one Lua script
+//! that checks and acts atomically, takes the next event id, appends the event to the
+//! room's stream and publishes it on the room's channel. Each node subscribes to the
+//! rooms its members are in and pushes each event into their queues in id order,
+//! repairing any gap from the stream (or closing its members there with 4002 so they
+//! resume, when the stream no longer reaches back). Nodes hold leases in Redis; every
+//! node reaps the members of a node whose lease ran out (they become away, then
+//! leave when their grace period ends) and the away members whose grace ran out.
+//!
+//! # Hooks in a cluster
+//!
+//! The join and rename policies and the message filter run on the node that serves
+//! the connection. The event observer sees each event at most once in the whole
+//! cluster, on the node where it was caused (a node that crashes right after Redis
+//! acted never fires it). A member that leaves because its grace period ran out is
+//! reported by the node that reaped it: if that is not the node that served it, the
+//! hook gets an empty [`ConnectionContext`](chatroom_core::ConnectionContext) (a
+//! connection's context stays in the memory of the node that served it).
+//! [`Hub::members`](chatroom_core::Hub::members) gives every member of the room, with
+//! the context of those this node serves (an empty one for the others), and
+//! [`Hub::kick_identity`](chatroom_core::Hub::kick_identity) removes the matching
+//! members this node serves.
+//!
+//! # Redis
+//!
+//! Redis 7.0 or later with `maxmemory-policy noeviction` (an evicted room would restart
+//! its ids while its names are held); see docs/operations.md for persistence and
+//! memory. While Redis cannot be reached, frames that need it are answered
+//! `unavailable` and take no effect later; open connections stay open.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod mirror;
+mod node;
+mod store;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chatroom_core::backplane::{Backplane, BackplaneContext, IntoBackplane};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// Redis did not answer in time, or the connection failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unreachable;
+
+/// Why [`RedisBackplane::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is not a Redis URL (`redis://host:port/`, `unix:///path`).
+    #[error("not a Redis URL ({0})")]
+    BadUrl(String),
+    /// Redis could not be reached or did not answer.
+    #[error("cannot reach Redis: {0}")]
+    Unreachable(String),
+    /// The server is older than Redis 7.0 (the scripts need 7.0).
+    #[error("Redis {version} is too old: chatroom needs Redis 7.0 or later")]
+    TooOld {
+        /// The version the server reported.
+        version: String,
+    },
+    /// The server may evict keys: a room evicted would restart its ids while its names
+    /// are still held.
+    #[error(
+        "Redis has maxmemory-policy {policy}: chatroom needs noeviction \
+         (CONFIG SET maxmemory-policy noeviction)"
+    )]
+    Eviction {
+        /// The policy the server has.
+        policy: String,
+    },
+}
+
+/// Tunables of a node; the defaults suit a Redis on the same network.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// How long a call to Redis may take before the frame is answered `unavailable`.
+    pub(crate) call_timeout: Duration,
+    /// The node's lease: a node that has not renewed it for this long is dead.
+    pub(crate) lease: Duration,
+    /// How often each mirrored room's position is checked against Redis.
+    pub(crate) check_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            call_timeout: Duration::from_millis(500),
+            lease: Duration::from_millis(6000),
+            check_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A connection to Redis, ready to become a hub's backplane: give it to
+/// [`HubBuilder::backplane`](chatroom_core::HubBuilder::backplane).
+///
+/// Each hub it is given to is one node of the cluster, with its own random node id.
+pub struct RedisBackplane {
+    client: redis::Client,
+    con: ConnectionManager,
+    instance: String,
+    offset_ms: i64,
+    options: Options,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackplane {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port/[db]`, or
+    /// `unix:///path/to/redis.sock`) and checks that it can serve as a backplane:
+    /// version 7.0 or later and `maxmemory-policy noeviction`.
+    pub async fn connect(url: &str) -> Result<RedisBackplane, ConnectError> {
+        let client = redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let mut con = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| ConnectError::Unreachable("no answer within 5 s".to_owned()))?
+        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(ConnectError::TooOld { version });
+        }
+        // A managed Redis may refuse CONFIG: then the policy cannot be checked here.
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut con)
+            .await;
+        match policy {
+            Ok(p) => {
+                if let Some(policy) = p.get(1).filter(|p| p.as_str() != "noeviction") {
+                    return Err(ConnectError::Eviction {
+                        policy: policy.clone(),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read maxmemory-policy; make sure it is noeviction")
+            }
+        }
+        // The instance id tells a node that Redis lost its data.
+        let fresh = random_hex();
+        let instance_key = store::PartitionKeys::instance();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&instance_key)
+            .arg(&fresh)
+            .arg("NX")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let instance: String = redis::cmd("GET")
+            .arg(&instance_key)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let sent = SystemTime::now();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let redis_ms = (secs * 1000 + micros / 1000) as i64;
+        let local_ms = sent
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(RedisBackplane {
+            client,
+            con,
+            instance,
+            offset_ms: redis_ms - local_ms,
+            options: Options::default(),
+        })
+    }
+
+    /// How long a node's lease lasts (default 6 s): a node that has not renewed it for
+    /// this long is dead, and its members become away. It is renewed every third of it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.options.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// How long a call to Redis may take (default 500 ms) before its frame is answered
+    /// `unavailable` (the call then takes no effect later).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.options.call_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+}
+
+impl IntoBackplane for RedisBackplane {
+    fn into_backplane(self, context: BackplaneContext) -> Box<dyn Backplane> {
+        let shared = node::Shared::new(
+            random_hex(),
+            self.instance,
+            self.client,
+            self.con,
+            self.options,
+            self.offset_ms,
+            context,
+        );
+        Box::new(node::Node::start(shared))
+    }
+}
+
+/// 128 random bits in hex (node and instance ids).
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = now.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,353 @@
+//! A node's mirror of one room: its own members of the room, and the events it has
+//! delivered to them, in id order, once.
+//!
+//! Events arrive on the room's pub/sub channel (or from the stream, when repairing a
+//! gap). The mirror delivers event `delivered + 1` and nothing else: an event that
+//! arrives early waits in `early` while the gap is repaired from the stream; an event
+//! already delivered is ignored. A newcomer is attached at the id its script returned
+//! (its welcome ends there) and gets every event after it. An answer (an `ack`, a
+//! room error) waits until its member has been given the event the answer follows.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chatroom_core::backplane::{MemberId, PushError, QueueSender};
+use chatroom_core::protocol::TextFrame;
+use chatroom_core::{CloseFrame, ConnectionContext, close_code};
+use tokio::sync::oneshot;
+
+/// What an event did, as the scripts record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Joined,
+    Message,
+    Renamed,
+    /// The actor left.
+    Left,
+    /// The actor was removed by the host.
+    Kicked,
+    /// The actor's grace period ran out.
+    Expired,
+}
+
+impl Kind {
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "j" => Kind::Joined,
+            "m" => Kind::Message,
+            "r" => Kind::Renamed,
+            "l" => Kind::Left,
+            "k" => Kind::Kicked,
+            "x" => Kind::Expired,
+            _ => return None,
+        })
+    }
+
+    fn removes_actor(self) -> bool {
+        matches!(self, Kind::Left | Kind::Kicked | Kind::Expired)
+    }
+}
+
+/// One event of the room's timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Ev {
+    pub(crate) epoch: u64,
+    pub(crate) id: u64,
+    pub(crate) actor: MemberId,
+    pub(crate) kind: Kind,
+    pub(crate) reason: String,
+    pub(crate) frame: TextFrame,
+}
+
+impl Ev {
+    /// Parses a pub/sub payload: `E <epoch> <id> <actor> <kind> <reason length>\n`
+    /// then the reason, then the frame.
+    pub(crate) fn parse(payload: &[u8]) -> Option<Ev> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let (head, rest) = text.split_once('\n')?;
+        let mut fields = head.split(' ');
+        if fields.next()? != "E" {
+            return None;
+        }
+        let epoch = fields.next()?.parse().ok()?;
+        let id = fields.next()?.parse().ok()?;
+        let actor = fields.next()?.parse().ok()?;
+        let kind = Kind::parse(fields.next()?)?;
+        let reason_len: usize = fields.next()?.parse().ok()?;
+        let reason = rest.get(..reason_len)?.to_owned();
+        let frame = rest.get(reason_len..)?;
+        Some(Ev {
+            epoch,
+            id,
+            actor,
+            kind,
+            reason,
+            frame: TextFrame::from(frame.to_owned()),
+        })
+    }
+}
+
+/// A member of this node in the room.
+pub(crate) struct Local {
+    pub(crate) link: u64,
+    pub(crate) sender: QueueSender,
+    /// The next event id this member is owed.
+    pub(crate) next: u64,
+    /// Answers waiting for the event they follow: (that event's id, frame).
+    answers: VecDeque<(u64, TextFrame)>,
+    /// A `leave` waiting for its `left` event.
+    pub(crate) leaving: Option<oneshot::Sender<bool>>,
+    pub(crate) context: Arc<ConnectionContext>,
+}
+
+impl Local {
+    pub(crate) fn new(
+        link: u64,
+        sender: QueueSender,
+        next: u64,
+        context: Arc<ConnectionContext>,
+    ) -> Local {
+        Local {
+            link,
+            sender,
+            next,
+            answers: VecDeque::new(),
+            leaving: None,
+            context,
+        }
+    }
+}
+
+/// What the node must do after the mirror changed: members cut off as slow
+/// consumers become away (a script call), and whether the gap needs repair.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub(crate) slow: Vec<(MemberId, u64)>,
+    pub(crate) repair: bool,
+}
+
+/// How many delivered events a mirror keeps for newcomers attached behind it.
+const RING: usize = 1024;
+
+#[derive(Default)]
+pub(crate) struct Mirror {
+    pub(crate) epoch: u64,
+    pub(crate) delivered: u64,
+    pub(crate) members: HashMap<MemberId, Local>,
+    ring: VecDeque<Ev>,
+    early: BTreeMap<u64, Ev>,
+    /// Joins and resumes under way (subscribed, script not answered yet): the mirror
+    /// stays while any is.
+    pub(crate) pins: usize,
+    pub(crate) repairing: bool,
+}
+
+impl Mirror {
+    /// Takes an event from the channel or the stream.
+    pub(crate) fn offer(&mut self, ev: Ev, effects: &mut Effects) {
+        if self.epoch == 0 || ev.epoch < self.epoch {
+            // Nobody is attached yet (the first script has not answered), or an event
+            // of a room that was since freed: nothing to deliver it to.
+            if self.epoch == 0 {
+                self.early.insert(ev.id, ev);
+            }
+            return;
+        }
+        if ev.epoch > self.epoch {
+            // The room was freed and made anew while we were not looking: our members
+            // missed its end. Their clients resume (and join afresh if that fails).
+            self.reset(ev.epoch, 0);
+        }
+        if ev.id <= self.delivered {
+            return;
+        }
+        self.early.insert(ev.id, ev);
+        self.drain(effects);
+    }
+
+    /// Delivers every waiting event that is next in line; asks for repair if one is
+    /// missing.
+    fn drain(&mut self, effects: &mut Effects) {
+        while let Some(entry) = self.early.first_entry() {
+            if *entry.key() <= self.delivered {
+                entry.remove();
+                continue;
+            }
+            if *entry.key() != self.delivered + 1 {
+                effects.repair = true;
+                return;
+            }
+            let ev = entry.remove();
+            self.deliver(&ev, effects);
+            self.delivered = ev.id;
+            if self.ring.len() == RING {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(ev);
+        }
+    }
+
+    fn deliver(&mut self, ev: &Ev, effects: &mut Effects) {
+        let mut gone = Vec::new();
+        for (&mid, local) in &mut self.members {
+            if local.next > ev.id {
+                continue;
+            }
+            if ev.kind.removes_actor() && ev.actor == mid {
+                flush(local, ev.id - 1);
+                gone.push(mid);
+                continue;
+            }
+            match local.sender.push(ev.frame.clone()) {
+                Ok(()) => {
+                    local.next = ev.id + 1;
+                    flush(local, ev.id);
+                }
+                Err(PushError::Full) => {
+                    effects.slow.push((mid, local.link));
+                    gone.push(mid);
+                }
+                Err(PushError::Closed) => gone.push(mid),
+            }
+        }
+        for mid in gone {
+            let Some(mut local) = self.members.remove(&mid) else {
+                continue;
+            };
+            if ev.actor == mid && ev.kind.removes_actor() {
+                match ev.kind {
+                    Kind::Kicked => local.sender.end(Some(CloseFrame::removed(&ev.reason))),
+                    _ => {
+                        if let Some(done) = local.leaving.take() {
+                            let _ = done.send(true);
+                        }
+                        local.sender.end(None);
+                    }
+                }
+            } else if effects.slow.iter().any(|(m, _)| *m == mid) {
+                local.sender.end(Some(CloseFrame::slow_consumer()));
+            }
+        }
+    }
+
+    /// Attaches a member whose welcome ends at event `at` of room `epoch` (the welcome
+    /// is already in its queue). It gets every event after `at`.
+    pub(crate) fn attach(
+        &mut self,
+        member: MemberId,
+        mut local: Local,
+        epoch: u64,
+        at: u64,
+        effects: &mut Effects,
+    ) {
+        if epoch != self.epoch {
+            if epoch < self.epoch {
+                // The room this welcome is from is gone already.
+                local.sender.end(Some(resync()));
+                return;
+            }
+            self.reset(epoch, at);
+        } else if self.members.is_empty() && self.delivered < at {
+            // Nobody here needs the events up to `at`.
+            self.delivered = at;
+            self.ring.clear();
+        }
+        if let Some(old) = self.members.remove(&member) {
+            old.sender.end(Some(CloseFrame::resumed_elsewhere()));
+        }
+        local.next = at + 1;
+        if self.delivered > at {
+            // Events after the welcome were delivered here already: replay them from
+            // the ring, or have the client resume if it does not reach back.
+            let reaches = self.ring.front().is_some_and(|e| e.id <= at + 1);
+            if !reaches {
+                local.sender.end(Some(resync()));
+                return;
+            }
+            for ev in self.ring.iter().filter(|e| e.id > at) {
+                if ev.kind.removes_actor() && ev.actor == member {
+                    local.sender.end(None);
+                    return;
+                }
+                if local.sender.push(ev.frame.clone()).is_err() {
+                    local.sender.end(Some(CloseFrame::slow_consumer()));
+                    effects.slow.push((member, local.link));
+                    return;
+                }
+                local.next = ev.id + 1;
+            }
+        }
+        self.members.insert(member, local);
+        self.drain(effects);
+    }
+
+    /// Forgets everything: a new epoch of the room starts at `delivered`. Members still
+    /// attached (of the old epoch) are closed with 4002.
+    fn reset(&mut self, epoch: u64, delivered: u64) {
+        for (_, local) in self.members.drain() {
+            local.sender.end(Some(resync()));
+        }
+        self.epoch = epoch;
+        self.delivered = delivered;
+        self.ring.clear();
+        self.early
+            .retain(|id, ev| ev.epoch == epoch && *id > delivered);
+    }
+
+    /// Queues an answer for `member` behind event `after` (0: behind nothing).
+    pub(crate) fn answer(&mut self, member: MemberId, link: u64, after: u64, frame: TextFrame) {
+        let Some(local) = self.members.get_mut(&member) else {
+            return;
+        };
+        if local.link != link {
+            return;
+        }
+        if local.next > after {
+            let _ = local.sender.push(frame);
+        } else {
+            local.answers.push_back((after, frame));
+        }
+    }
+
+    /// Closes every member with `close` (4002 when a gap cannot be repaired, 1012
+    /// when the store lost the room).
+    pub(crate) fn close_all(&mut self, close: CloseFrame) {
+        for (_, local) in self.members.drain() {
+            local.sender.end(Some(close.clone()));
+        }
+        self.early.clear();
+    }
+
+    /// Removes the member if `link` still holds it, ending its queue with `close`.
+    pub(crate) fn detach(&mut self, member: MemberId, link: u64, close: Option<CloseFrame>) {
+        if self.members.get(&member).is_some_and(|l| l.link == link)
+            && let Some(local) = self.members.remove(&member)
+        {
+            local.sender.end(close);
+        }
+    }
+
+    /// The first event id this mirror is missing, if it has events waiting beyond a
+    /// gap.
+    pub(crate) fn wants(&self) -> u64 {
+        self.delivered + 1
+    }
+}
+
+/// Delivers the answers that were waiting for event `upto`.
+fn flush(local: &mut Local, upto: u64) {
+    while local
+        .answers
+        .front()
+        .is_some_and(|(after, _)| *after <= upto)
+    {
+        if let Some((_, frame)) = local.answers.pop_front() {
+            let _ = local.sender.push(frame);
+        }
+    }
+}
+
+/// Close 4002: the events could not be delivered unbroken; the client resumes.
+pub(crate) fn resync() -> CloseFrame {
+    CloseFrame::new(close_code::RESYNC, "resync")
+}

@@ -1,0 +1,1459 @@
+//! One node of the cluster: the [`Backplane`] the hub talks to.
+//!
+//! Redis decides (one script per room operation); the node fans out. It subscribes to
+//! a room's channel before its first join or resume there, mirrors the room's events
+//! to its own members ([`Mirror`]), repairs gaps from the room's stream, renews its
+//! lease, and reaps dead nodes and expired members with everybody else.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chatroom_core::backplane::{
+    Backplane, BackplaneContext, ContextMatch, Entry, JoinFailure, JoinRequest, MemberChannel,
+    MemberId, MemberInfo, Membership, NotTaken, Observers, Unavailable, queue,
+};
+use chatroom_core::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
+use chatroom_core::{
+    CloseFrame, ConnectionContext, DisplayName, FrameError, JoinError, LeaveReason, Limits,
+    NameKey, RenameError, ResumeToken, RoomCursor, RoomDetails, RoomName, RoomSummary, RoomsPage,
+    close_code,
+};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use redis::Value;
+use redis::aio::{ConnectionManager, PubSubSink};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::mirror::{Effects, Ev, Kind, Local, Mirror, resync};
+use crate::store::{self, PartitionKeys, Reply, Scripts, room_call, room_id};
+use crate::{Options, Unreachable};
+
+/// What every task of the node shares.
+pub(crate) struct Shared {
+    pub(crate) node: String,
+    pub(crate) instance: String,
+    pub(crate) client: redis::Client,
+    pub(crate) con: ConnectionManager,
+    pub(crate) scripts: Scripts,
+    pub(crate) options: Options,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) observers: Observers,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) context: BackplaneContext,
+    /// Redis `TIME` minus this node's clock, in ms: to give scripts deadlines.
+    pub(crate) offset_ms: AtomicI64,
+    pub(crate) ids: AtomicU64,
+    mirrors: Mutex<HashMap<String, Arc<Mutex<Mirror>>>>,
+    subs: tokio::sync::Mutex<Subs>,
+    /// Members of this node by (room, member): the room's display name, for hooks.
+    rooms: Mutex<HashMap<String, RoomName>>,
+}
+
+/// The node's pub/sub connection: where to subscribe, and to what.
+struct Subs {
+    sink: Option<PubSubSink>,
+    channels: HashSet<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every edit under these locks is a single step: the state stays consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        node: String,
+        instance: String,
+        client: redis::Client,
+        con: ConnectionManager,
+        options: Options,
+        offset_ms: i64,
+        context: BackplaneContext,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            node,
+            instance,
+            client,
+            con,
+            scripts: Scripts::new(),
+            options,
+            limits: context.limits().clone(),
+            observers: context.observers(),
+            cancel: context.shutdown().clone(),
+            context,
+            offset_ms: AtomicI64::new(offset_ms),
+            ids: AtomicU64::new(1),
+            mirrors: Mutex::new(HashMap::new()),
+            subs: tokio::sync::Mutex::new(Subs {
+                sink: None,
+                channels: HashSet::new(),
+            }),
+            rooms: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn next_link(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A deadline for a call made now, in Redis time.
+    fn deadline(&self) -> u64 {
+        let local = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let timeout = self.options.call_timeout.as_millis() as i64;
+        (local + self.offset_ms.load(Ordering::Relaxed) + timeout).max(1) as u64
+    }
+
+    fn stream_cap(&self) -> usize {
+        self.limits.history.max(1) * 2
+    }
+
+    fn grace_ms(&self) -> u64 {
+        self.limits.resume_grace.as_millis() as u64
+    }
+
+    fn call<'a>(&'a self, script: &'a redis::Script, room: &str) -> redis::ScriptInvocation<'a> {
+        room_call(
+            script,
+            room,
+            &self.node,
+            &self.instance,
+            self.deadline(),
+            self.stream_cap(),
+        )
+    }
+
+    async fn run(&self, call: &redis::ScriptInvocation<'_>) -> Result<Reply, Unreachable> {
+        let value = store::run(call, &self.con, self.options.call_timeout).await?;
+        let reply = Reply::new(value);
+        match reply.status().as_str() {
+            // Past the deadline: the call's caller has already given up.
+            "late" => Err(Unreachable),
+            "lost" => {
+                tracing::error!("Redis lost this cluster's data (its instance id changed)");
+                self.close_everything(CloseFrame::new(
+                    close_code::SERVICE_RESTART,
+                    "state lost; resume or join afresh",
+                ));
+                Err(Unreachable)
+            }
+            _ => Ok(reply),
+        }
+    }
+
+    fn mirror(&self, room: &str) -> Arc<Mutex<Mirror>> {
+        lock(&self.mirrors)
+            .entry(room.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn existing_mirror(&self, room: &str) -> Option<Arc<Mutex<Mirror>>> {
+        lock(&self.mirrors).get(room).cloned()
+    }
+
+    /// Subscribes to the room's channel (awaiting Redis's confirmation) and pins its
+    /// mirror, before a join or resume: every event after the script's is then seen.
+    async fn pin(&self, room: &str) -> Result<Arc<Mutex<Mirror>>, Unreachable> {
+        let mut subs = self.subs.lock().await;
+        let mirror = self.mirror(room);
+        lock(&mirror).pins += 1;
+        let channel = store::channel(room);
+        if !subs.channels.contains(&channel) {
+            let subscribed = match subs.sink.as_mut() {
+                Some(sink) => {
+                    tokio::time::timeout(self.options.call_timeout, sink.subscribe(&channel))
+                        .await
+                        .map_err(|_| Unreachable)
+                        .and_then(|r| r.map_err(|_| Unreachable))
+                }
+                None => Err(Unreachable),
+            };
+            if subscribed.is_err() {
+                lock(&mirror).pins -= 1;
+                return Err(Unreachable);
+            }
+            subs.channels.insert(channel);
+        }
+        Ok(mirror)
+    }
+
+    fn unpin(&self, mirror: &Mutex<Mirror>) {
+        let mut m = lock(mirror);
+        m.pins = m.pins.saturating_sub(1);
+    }
+
+    /// Applies what a mirror change asks for: slow consumers become away, gaps are
+    /// repaired.
+    fn effects(self: &Arc<Self>, room: &str, effects: Effects) {
+        for (member, link) in effects.slow {
+            let shared = self.clone();
+            let room = room.to_owned();
+            self.context.spawn(async move {
+                shared.disconnect_member(&room, member, link).await;
+            });
+        }
+        if effects.repair {
+            self.repair(room);
+        }
+    }
+
+    /// Reads the room's stream from the first event the mirror misses and delivers in
+    /// order; closes the room's members here with 4002 if the stream no longer reaches
+    /// back that far.
+    fn repair(self: &Arc<Self>, room: &str) {
+        let Some(mirror) = self.existing_mirror(room) else {
+            return;
+        };
+        {
+            let mut m = lock(&mirror);
+            if m.repairing {
+                return;
+            }
+            m.repairing = true;
+        }
+        let shared = self.clone();
+        let room = room.to_owned();
+        self.context.spawn(async move {
+            let outcome = shared.repair_once(&room, &mirror).await;
+            let mut effects = Effects::default();
+            {
+                let mut m = lock(&mirror);
+                m.repairing = false;
+                match outcome {
+                    Ok(events) => {
+                        for ev in events {
+                            m.offer(ev, &mut effects);
+                        }
+                    }
+                    Err(Repair::Unrepairable) => {
+                        tracing::warn!(room, "a gap could not be repaired: members resume");
+                        m.close_all(resync());
+                    }
+                    Err(Repair::Unreachable) => effects.repair = true,
+                }
+            }
+            if effects.repair {
+                // Still missing something (or Redis did not answer): try again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            shared.effects(&room, effects);
+        });
+    }
+
+    async fn repair_once(&self, room: &str, mirror: &Mutex<Mirror>) -> Result<Vec<Ev>, Repair> {
+        let (epoch, from) = {
+            let m = lock(mirror);
+            (m.epoch, m.wants())
+        };
+        if epoch == 0 {
+            return Ok(Vec::new());
+        }
+        let mut con = self.con.clone();
+        let mut xrange = redis::cmd("XRANGE");
+        xrange
+            .arg(store::stream(room))
+            .arg(format!("{from}-1"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(10_000);
+        let read = xrange.query_async::<Value>(&mut con);
+        let value = match tokio::time::timeout(self.options.call_timeout, read).await {
+            Ok(Ok(v)) => v,
+            _ => return Err(Repair::Unreachable),
+        };
+        let mut meta_con = self.con.clone();
+        let meta: (Option<u64>, Option<u64>) = match tokio::time::timeout(
+            self.options.call_timeout,
+            redis::cmd("HMGET")
+                .arg(store::meta(room))
+                .arg("epoch")
+                .arg("seq")
+                .query_async(&mut meta_con),
+        )
+        .await
+        {
+            Ok(Ok(v)) => v,
+            _ => return Err(Repair::Unreachable),
+        };
+        let events = parse_entries(&value, epoch);
+        match meta {
+            (Some(e), Some(seq)) if e == epoch => {
+                // The stream must start at `from` if anything from there on exists.
+                match events.first() {
+                    Some(first) if first.id > from => Err(Repair::Unrepairable),
+                    None if seq >= from => Err(Repair::Unrepairable),
+                    _ => Ok(events),
+                }
+            }
+            // The room was freed (and maybe made anew): the members here missed its end.
+            _ => Err(Repair::Unrepairable),
+        }
+    }
+
+    /// Ends every membership of this node (Redis lost its data, or the node its lease).
+    fn close_everything(&self, close: CloseFrame) {
+        let mirrors: Vec<_> = lock(&self.mirrors).values().cloned().collect();
+        for mirror in mirrors {
+            lock(&mirror).close_all(close.clone());
+        }
+    }
+
+    /// The member's connection ended (or was cut off): it becomes away.
+    async fn disconnect_member(&self, room: &str, member: MemberId, link: u64) {
+        if let Some(mirror) = self.existing_mirror(room) {
+            lock(&mirror).detach(member, link, None);
+        }
+        let call = {
+            let mut c = self.call(&self.scripts.disconnect, room);
+            c.arg(member).arg(link).arg(self.grace_ms());
+            c
+        };
+        // A disconnect that cannot reach Redis is retried: a member must not stay
+        // present without a connection.
+        for attempt in 0..20u32 {
+            match self.run(&call).await {
+                Ok(_) => return,
+                Err(Unreachable) if self.cancel.is_cancelled() && attempt > 2 => return,
+                Err(Unreachable) => {
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                }
+            }
+        }
+        tracing::warn!(
+            room,
+            member,
+            "could not mark a member away; the reaper will"
+        );
+    }
+
+    fn room_name(&self, room: &str) -> Option<RoomName> {
+        lock(&self.rooms).get(room).cloned()
+    }
+
+    /// Tells the observers of the event a frame encodes (in a room this node serves,
+    /// or the room called `display`).
+    async fn observe(
+        &self,
+        room: &str,
+        frame: &str,
+        context: Option<&ConnectionContext>,
+        display: Option<&str>,
+    ) {
+        if !self.observers.observes() {
+            return;
+        }
+        let name = self
+            .room_name(room)
+            .or_else(|| RoomName::parse(display?).ok());
+        let (Some(name), Ok(event)) = (name, serde_json::from_str::<Event>(frame)) else {
+            return;
+        };
+        self.observers.on_event(&name, &event, context).await;
+    }
+}
+
+enum Repair {
+    Unrepairable,
+    Unreachable,
+}
+
+/// Events from an `XRANGE` answer.
+fn parse_entries(value: &Value, epoch: u64) -> Vec<Ev> {
+    let Value::Array(entries) = value else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(parts) = entry else { continue };
+        let (Some(id), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
+            continue;
+        };
+        let Some(id) = store::text(id).and_then(|s| s.split('-').next()?.parse().ok()) else {
+            continue;
+        };
+        let mut frame = None;
+        let mut actor = 0;
+        let mut kind = None;
+        let mut reason = String::new();
+        for pair in fields.chunks(2) {
+            let (Some(k), Some(v)) = (pair.first().and_then(store::text), pair.get(1)) else {
+                continue;
+            };
+            match k.as_str() {
+                "f" => frame = store::text(v),
+                "a" => actor = store::int(v).unwrap_or(0),
+                "k" => kind = store::text(v).and_then(|s| Kind::parse(&s)),
+                "r" => reason = store::text(v).unwrap_or_default(),
+                _ => {}
+            }
+        }
+        if let (Some(frame), Some(kind)) = (frame, kind) {
+            out.push(Ev {
+                epoch,
+                id,
+                actor,
+                kind,
+                reason,
+                frame: TextFrame::from(frame),
+            });
+        }
+    }
+    out
+}
+
+/// The node as the hub sees it.
+pub(crate) struct Node {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Starts the node's tasks: pub/sub, heartbeat and reaper, position checks.
+    pub(crate) fn start(shared: Arc<Shared>) -> Node {
+        let s = shared.clone();
+        shared.context.spawn(async move { s.pubsub_loop().await });
+        let s = shared.clone();
+        shared
+            .context
+            .spawn(async move { s.heartbeat_loop().await });
+        let s = shared.clone();
+        shared.context.spawn(async move { s.check_loop().await });
+        Node { shared }
+    }
+}
+
+impl Shared {
+    /// Keeps the pub/sub connection: (re)connects, resubscribes, dispatches messages,
+    /// and repairs every room after a reconnection (messages may have been lost).
+    async fn pubsub_loop(self: Arc<Self>) {
+        let mut first = true;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let connected = tokio::time::timeout(
+                self.options.call_timeout * 4,
+                self.client.get_async_pubsub(),
+            )
+            .await;
+            let Ok(Ok(pubsub)) = connected else {
+                tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            };
+            let (mut sink, mut stream) = pubsub.split();
+            {
+                let mut subs = self.subs.lock().await;
+                let mut ok = true;
+                for channel in &subs.channels {
+                    if sink.subscribe(channel).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                subs.sink = Some(sink);
+            }
+            if !first {
+                let rooms: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
+                for room in rooms {
+                    self.repair(&room);
+                }
+            }
+            first = false;
+            loop {
+                let message = tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    m = stream.next() => m,
+                };
+                let Some(message) = message else { break };
+                let channel = message.get_channel_name();
+                let Some(room) = channel
+                    .strip_prefix("cr:{cr.0}:r:")
+                    .and_then(|r| r.strip_suffix(":ch"))
+                else {
+                    continue;
+                };
+                self.dispatch(room, message.get_payload_bytes());
+            }
+            tracing::warn!("lost the pub/sub connection to Redis; reconnecting");
+            self.subs.lock().await.sink = None;
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, room: &str, payload: &[u8]) {
+        let Some(mirror) = self.existing_mirror(room) else {
+            return;
+        };
+        if payload.first() == Some(&b'C') {
+            // `C <member> <node> <link>`: a resume took the membership over.
+            let text = String::from_utf8_lossy(payload);
+            let mut parts = text.split(' ').skip(1);
+            if let (Some(member), Some(node), Some(link)) =
+                (parts.next(), parts.next(), parts.next())
+                && node == self.node
+                && let (Ok(member), Ok(link)) = (member.parse(), link.parse())
+            {
+                lock(&mirror).detach(member, link, Some(CloseFrame::resumed_elsewhere()));
+            }
+            return;
+        }
+        let Some(ev) = Ev::parse(payload) else {
+            tracing::warn!(room, "an unreadable message on a room's channel");
+            return;
+        };
+        let mut effects = Effects::default();
+        lock(&mirror).offer(ev, &mut effects);
+        self.effects(room, effects);
+    }
+
+    /// Renews the lease every third of it; reaps dead nodes and expired members.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let lease = self.options.lease;
+        let interval = lease / 3;
+        loop {
+            let renewed = self.heartbeat(lease, interval).await;
+            if renewed {
+                self.reap().await;
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(interval.min(Duration::from_secs(1))) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(&self, lease: Duration, interval: Duration) -> bool {
+        let mut call = self.scripts.heartbeat.prepare_invoke();
+        call.key(PartitionKeys::nodes())
+            .key(PartitionKeys::heartbeat())
+            .key(PartitionKeys::holdoff())
+            .key(PartitionKeys::dead())
+            .key(PartitionKeys::instance())
+            .arg(&self.node)
+            .arg(lease.as_millis() as u64)
+            .arg(interval.as_millis() as u64)
+            .arg(&self.instance);
+        let sent = SystemTime::now();
+        let Ok(value) = store::run(&call, &self.con, self.options.call_timeout).await else {
+            return false;
+        };
+        let reply = Reply::new(value);
+        match reply.status().as_str() {
+            "ok" => {
+                if let (Some(redis_now), Ok(local)) =
+                    (reply.int(1), sent.duration_since(UNIX_EPOCH))
+                {
+                    let offset = redis_now as i64 - local.as_millis() as i64;
+                    self.offset_ms.store(offset, Ordering::Relaxed);
+                }
+                true
+            }
+            "reaped" => {
+                tracing::error!("this node's lease was reaped (a long pause?): its members resume");
+                self.close_everything(CloseFrame::new(
+                    close_code::SERVICE_RESTART,
+                    "node lease lost; resume",
+                ));
+                false
+            }
+            _ => {
+                self.close_everything(CloseFrame::new(
+                    close_code::SERVICE_RESTART,
+                    "state lost; resume or join afresh",
+                ));
+                false
+            }
+        }
+    }
+
+    /// Expires the rooms of dead nodes and the rooms with members past their grace.
+    async fn reap(&self) {
+        let mut call = self.scripts.reap.prepare_invoke();
+        call.key(PartitionKeys::nodes())
+            .key(PartitionKeys::holdoff())
+            .key(PartitionKeys::dead())
+            .key(PartitionKeys::dying())
+            .arg(&self.node);
+        let Ok(Value::Array(dying)) = store::run(&call, &self.con, self.options.call_timeout).await
+        else {
+            return;
+        };
+        for pair in dying.chunks(2) {
+            let (Some(dead), Some(lease_end)) = (
+                pair.first().and_then(store::text),
+                pair.get(1).and_then(store::int),
+            ) else {
+                continue;
+            };
+            let mut con = self.con.clone();
+            let rooms: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(PartitionKeys::node_rooms(&dead))
+                .query_async(&mut con)
+                .await
+                .unwrap_or_default();
+            let mut all = true;
+            for room in rooms {
+                all &= self.expire(&room, &dead, lease_end).await;
+            }
+            if all {
+                let _: Result<(), _> = redis::pipe()
+                    .cmd("DEL")
+                    .arg(PartitionKeys::node_rooms(&dead))
+                    .cmd("SREM")
+                    .arg(PartitionKeys::dying())
+                    .arg(&dead)
+                    .query_async(&mut con)
+                    .await;
+            }
+        }
+        let mut con = self.con.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+            + self.offset_ms.load(Ordering::Relaxed);
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(PartitionKeys::due())
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut con)
+            .await
+            .unwrap_or_default();
+        for room in due {
+            self.expire(&room, "", 0).await;
+        }
+    }
+
+    /// Runs `expire` on a room; true if it ran.
+    async fn expire(&self, room: &str, dead: &str, lease_end: u64) -> bool {
+        let mut call = self.call(&self.scripts.expire, room);
+        call.arg(dead).arg(lease_end).arg(self.grace_ms());
+        let Ok(reply) = self.run(&call).await else {
+            return false;
+        };
+        if reply.status() == "ok" && self.observers.observes() {
+            // A `left` caused by the reaper fires on the reaper's node. The member's
+            // context stays on the node that served it: the hook gets an empty one
+            // unless that is this node.
+            let Some(name) = self.room_name(room) else {
+                return true;
+            };
+            for left in reply.list(1) {
+                let Value::Array(parts) = left else { continue };
+                let Some(who) = parts.get(1).and_then(store::text) else {
+                    continue;
+                };
+                let context = ConnectionContext::new();
+                self.observers
+                    .on_member_left(&name, &who, &context, LeaveReason::Expired)
+                    .await;
+            }
+        }
+        true
+    }
+
+    /// Every few seconds: the position of every mirrored room (a lost message at the
+    /// tail, a wedged subscription), and mirrors nobody needs any more.
+    async fn check_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(self.options.check_interval) => {}
+            }
+            let rooms: Vec<(String, Arc<Mutex<Mirror>>)> = {
+                let mirrors = lock(&self.mirrors);
+                mirrors
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            for (room, mirror) in rooms {
+                let (epoch, delivered, idle) = {
+                    let m = lock(&mirror);
+                    (m.epoch, m.delivered, m.members.is_empty() && m.pins == 0)
+                };
+                if idle {
+                    self.forget_room(&room).await;
+                    continue;
+                }
+                let mut con = self.con.clone();
+                let meta: Result<(Option<u64>, Option<u64>), _> = redis::cmd("HMGET")
+                    .arg(store::meta(&room))
+                    .arg("epoch")
+                    .arg("seq")
+                    .query_async(&mut con)
+                    .await;
+                match meta {
+                    Ok((Some(e), Some(seq))) if e == epoch && seq > delivered => self.repair(&room),
+                    Ok((e, _)) if epoch != 0 && e != Some(epoch) => self.repair(&room),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Unsubscribes from a room nobody here is in any more.
+    async fn forget_room(&self, room: &str) {
+        let mut subs = self.subs.lock().await;
+        let removed = {
+            let mut mirrors = lock(&self.mirrors);
+            let idle = mirrors.get(room).is_some_and(|m| {
+                let m = lock(m);
+                m.members.is_empty() && m.pins == 0
+            });
+            idle && mirrors.remove(room).is_some()
+        };
+        if !removed {
+            return;
+        }
+        lock(&self.rooms).remove(room);
+        let channel = store::channel(room);
+        subs.channels.remove(&channel);
+        if let Some(sink) = subs.sink.as_mut() {
+            let _ =
+                tokio::time::timeout(self.options.call_timeout, sink.unsubscribe(&channel)).await;
+        }
+    }
+}
+
+/// What a membership's worker does, in order, one script at a time.
+enum Command {
+    Send {
+        text: Arc<str>,
+        reference: Option<Ref>,
+    },
+    Rename {
+        name: Result<DisplayName, RenameError>,
+        reference: Option<Ref>,
+    },
+    Leave {
+        reply: oneshot::Sender<Result<bool, NotTaken>>,
+    },
+    Disconnect {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A membership's commands, to its worker.
+struct Channel {
+    tx: mpsc::Sender<Command>,
+}
+
+impl MemberChannel for Channel {
+    fn send(
+        &self,
+        _member: MemberId,
+        _link: u64,
+        text: Arc<str>,
+        reference: Option<Ref>,
+    ) -> Result<(), NotTaken> {
+        offer(&self.tx, Command::Send { text, reference })
+    }
+
+    fn rename(
+        &self,
+        _member: MemberId,
+        _link: u64,
+        name: Result<DisplayName, RenameError>,
+        reference: Option<Ref>,
+    ) -> Result<(), NotTaken> {
+        offer(&self.tx, Command::Rename { name, reference })
+    }
+
+    fn leave(
+        &self,
+        _member: MemberId,
+        _link: u64,
+    ) -> Result<BoxFuture<'static, Result<bool, NotTaken>>, NotTaken> {
+        let (reply, answer) = oneshot::channel();
+        offer(&self.tx, Command::Leave { reply })?;
+        Ok(Box::pin(async move {
+            answer.await.unwrap_or(Err(NotTaken::Gone))
+        }))
+    }
+
+    fn disconnect(&self, _member: MemberId, _link: u64) -> BoxFuture<'_, ()> {
+        let (done, finished) = oneshot::channel();
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            if tx.send(Command::Disconnect { done }).await.is_ok() {
+                let _ = finished.await;
+            }
+        })
+    }
+}
+
+fn offer(tx: &mpsc::Sender<Command>, command: Command) -> Result<(), NotTaken> {
+    tx.try_send(command).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => NotTaken::Busy,
+        mpsc::error::TrySendError::Closed(_) => NotTaken::Gone,
+    })
+}
+
+/// Runs one membership's commands in order: at most one script in flight per link.
+struct Worker {
+    shared: Arc<Shared>,
+    room: String,
+    member: MemberId,
+    link: u64,
+    context: Arc<ConnectionContext>,
+    mirror: Arc<Mutex<Mirror>>,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(command) = rx.recv().await {
+            match command {
+                Command::Send { text, reference } => self.send(text, reference).await,
+                Command::Rename { name, reference } => self.rename(name, reference).await,
+                Command::Leave { reply } => {
+                    if self.leave(reply).await {
+                        return;
+                    }
+                }
+                Command::Disconnect { done } => {
+                    self.shared
+                        .disconnect_member(&self.room, self.member, self.link)
+                        .await;
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+        // The connection is gone without a word (dropped): the member becomes away.
+        self.shared
+            .disconnect_member(&self.room, self.member, self.link)
+            .await;
+    }
+
+    /// Queues an answer for the member behind event `after`.
+    fn answer(&self, after: u64, frame: TextFrame) {
+        lock(&self.mirror).answer(self.member, self.link, after, frame);
+    }
+
+    /// The last event this node delivered in the room: errors follow it.
+    fn now(&self) -> u64 {
+        lock(&self.mirror).delivered
+    }
+
+    async fn send(&self, text: Arc<str>, reference: Option<Ref>) {
+        let jtext = serde_json::to_string(&*text).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut call = self.shared.call(&self.shared.scripts.send, &self.room);
+        call.arg(self.member).arg(self.link).arg(jtext).arg("");
+        match self.shared.run(&call).await {
+            Ok(reply) if reply.status() == "ok" => {
+                let id = reply.int(1).unwrap_or(0);
+                if let Some(r) = reference {
+                    self.answer(id, ack_frame(r, id));
+                }
+                if let Some(frame) = reply.text(2) {
+                    self.shared
+                        .observe(&self.room, &frame, Some(&self.context), None)
+                        .await;
+                }
+            }
+            Ok(_) => {}
+            Err(Unreachable) => {
+                self.answer(
+                    self.now(),
+                    error_frame(&FrameError::StoreUnavailable, reference),
+                );
+            }
+        }
+    }
+
+    async fn rename(&self, name: Result<DisplayName, RenameError>, reference: Option<Ref>) {
+        let name = match name {
+            Ok(n) => n,
+            Err(e) => return self.answer(self.now(), error_frame(&e, reference)),
+        };
+        let jname = serde_json::to_string(name.as_str()).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut call = self.shared.call(&self.shared.scripts.rename, &self.room);
+        call.arg(self.member)
+            .arg(self.link)
+            .arg(name.key().as_str())
+            .arg(name.as_str())
+            .arg(jname);
+        match self.shared.run(&call).await {
+            Ok(reply) => match reply.status().as_str() {
+                "ok" => {
+                    let id = reply.int(1).unwrap_or(0);
+                    if let Some(r) = reference {
+                        self.answer(id, ack_frame(r, id));
+                    }
+                    if let Some(frame) = reply.text(2) {
+                        self.shared
+                            .observe(&self.room, &frame, Some(&self.context), None)
+                            .await;
+                    }
+                }
+                "name_taken" => {
+                    let taken = reply.text(1).unwrap_or_default();
+                    let after = reply.int(2).unwrap_or(0);
+                    let error = RenameError::NameTaken { taken };
+                    self.answer(after, error_frame(&error, reference));
+                }
+                _ => {}
+            },
+            Err(Unreachable) => {
+                self.answer(
+                    self.now(),
+                    error_frame(&FrameError::StoreUnavailable, reference),
+                );
+            }
+        }
+    }
+
+    /// True when the membership ended.
+    async fn leave(&self, reply: oneshot::Sender<Result<bool, NotTaken>>) -> bool {
+        let (left, leaving) = oneshot::channel();
+        if let Some(local) = lock(&self.mirror).members.get_mut(&self.member) {
+            local.leaving = Some(left);
+        }
+        let mut call = self.shared.call(&self.shared.scripts.leave, &self.room);
+        call.arg("leave").arg(self.member).arg(self.link).arg("");
+        match self.shared.run(&call).await {
+            Ok(r) if r.status() == "ok" => {
+                // Answered once the mirror delivered everything before the `left`.
+                let done =
+                    tokio::time::timeout(self.shared.options.call_timeout * 4, leaving).await;
+                let _ = reply.send(Ok(true));
+                if done.is_err() {
+                    // The `left` did not come through the channel in time: let go here.
+                    lock(&self.mirror).detach(self.member, self.link, None);
+                }
+                if let Some(name) = r.text(3) {
+                    self.left_hooks(&name, LeaveReason::Left).await;
+                }
+                true
+            }
+            Ok(_) => {
+                // Superseded or gone: nothing changed here; the close says why.
+                let _ = reply.send(Ok(false));
+                false
+            }
+            Err(Unreachable) => {
+                if let Some(local) = lock(&self.mirror).members.get_mut(&self.member) {
+                    local.leaving = None;
+                }
+                let _ = reply.send(Err(NotTaken::Unavailable));
+                false
+            }
+        }
+    }
+
+    async fn left_hooks(&self, name: &str, reason: LeaveReason) {
+        if let Some(room) = self.shared.room_name(&self.room) {
+            self.shared
+                .observers
+                .on_member_left(&room, name, &self.context, reason)
+                .await;
+        }
+    }
+}
+
+impl Node {
+    fn joined(
+        &self,
+        room: &RoomName,
+        room_hex: &str,
+        mirror: &Arc<Mutex<Mirror>>,
+        context: Arc<ConnectionContext>,
+        welcomed: Welcomed,
+    ) -> Membership {
+        let Welcomed {
+            member,
+            link,
+            welcome,
+            epoch,
+            at,
+        } = welcomed;
+        let shared = &self.shared;
+        let (sender, frames) = queue(shared.limits.outgoing_queue.max(2));
+        let _ = sender.push(welcome);
+        let local = Local::new(link, sender, at + 1, context.clone());
+        let mut effects = Effects::default();
+        lock(&shared.rooms).insert(room_hex.to_owned(), room.clone());
+        {
+            let mut m = lock(mirror);
+            m.attach(member, local, epoch, at, &mut effects);
+            m.pins = m.pins.saturating_sub(1);
+        }
+        shared.effects(room_hex, effects);
+        let (tx, rx) = mpsc::channel(shared.limits.room_queue.max(1));
+        let worker = Worker {
+            shared: shared.clone(),
+            room: room_hex.to_owned(),
+            member,
+            link,
+            context,
+            mirror: mirror.clone(),
+        };
+        shared.context.spawn(worker.run(rx));
+        Membership {
+            member,
+            link,
+            room: Arc::new(Channel { tx }),
+            frames,
+        }
+    }
+}
+
+/// A join or resume that Redis accepted: the member, its link, its welcome, and the
+/// event (of the room's epoch) the welcome ends at.
+struct Welcomed {
+    member: MemberId,
+    link: u64,
+    welcome: TextFrame,
+    epoch: u64,
+    at: u64,
+}
+
+/// A welcome's members, from a script's reply, as a JSON array.
+fn names_json(names: &[Value]) -> String {
+    let names: Vec<String> = names.iter().filter_map(store::text).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn frames(values: &[Value]) -> Vec<TextFrame> {
+    values
+        .iter()
+        .filter_map(store::text)
+        .map(TextFrame::from)
+        .collect()
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Member ids only need to be unlikely to repeat; `join` refuses a repeat.
+        return SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+    }
+    u64::from_le_bytes(bytes) >> 12 // below 2^52: exact in Lua's numbers
+}
+
+impl Backplane for Node {
+    fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            if shared.cancel.is_cancelled() {
+                return Err(JoinError::Unavailable.into());
+            }
+            let JoinRequest {
+                room,
+                entry,
+                reference,
+                context,
+            } = request;
+            let room_hex = room_id(room.key());
+            let mirror = shared
+                .pin(&room_hex)
+                .await
+                .map_err(|_| JoinError::StoreUnavailable)?;
+            let link = shared.next_link();
+            let outcome = match entry {
+                Entry::Fresh { name, token } => {
+                    let member = random_u64();
+                    let jname = serde_json::to_string(name.as_str()).unwrap_or_default();
+                    let mut call = shared.call(&shared.scripts.join, &room_hex);
+                    call.arg(member)
+                        .arg(link)
+                        .arg(name.key().as_str())
+                        .arg(name.as_str())
+                        .arg(jname)
+                        .arg(token.to_string())
+                        .arg(room.as_str())
+                        .arg(shared.limits.max_members)
+                        .arg(shared.limits.max_rooms)
+                        .arg(shared.limits.history.max(1));
+                    shared
+                        .run(&call)
+                        .await
+                        .map(|reply| (reply, Some(member), name, token))
+                }
+                Entry::Resume { token, since, name } => {
+                    let mut call = shared.call(&shared.scripts.resume, &room_hex);
+                    call.arg(token.to_string())
+                        .arg(link)
+                        .arg(since.map(|s| s.to_string()).unwrap_or_default())
+                        .arg(name.as_str())
+                        .arg(shared.limits.history.max(1));
+                    shared
+                        .run(&call)
+                        .await
+                        .map(|reply| (reply, None, name, token))
+                }
+            };
+            let (reply, fresh, name, token) = match outcome {
+                Ok(o) => o,
+                Err(Unreachable) => {
+                    shared.unpin(&mirror);
+                    return Err(JoinError::StoreUnavailable.into());
+                }
+            };
+            let refused = |e: JoinError| {
+                shared.unpin(&mirror);
+                Err(JoinFailure::Refused(e))
+            };
+            match reply.status().as_str() {
+                "ok" => {}
+                "name_taken" => {
+                    return refused(JoinError::NameTaken {
+                        taken: reply.text(1).unwrap_or_default(),
+                    });
+                }
+                "room_full" => {
+                    return refused(JoinError::RoomFull {
+                        max: shared.limits.max_members,
+                    });
+                }
+                "too_many_rooms" => {
+                    return refused(JoinError::TooManyRooms {
+                        max: shared.limits.max_rooms,
+                    });
+                }
+                "resume_failed" => return refused(JoinError::ResumeFailed),
+                "renamed" => {
+                    shared.unpin(&mirror);
+                    return Err(JoinFailure::Renamed);
+                }
+                _ => return refused(JoinError::Unavailable),
+            }
+            let epoch = reply.int(1).unwrap_or(0);
+            let at = reply.int(2).unwrap_or(0);
+            let display = reply.text(3).unwrap_or_else(|| room.as_str().to_owned());
+            let members = names_json(&reply.list(4));
+            let history = frames(&reply.list(5));
+            let gap = reply.int(6).unwrap_or(0) == 1;
+            let member = match fresh {
+                Some(m) => m,
+                None => reply.int(7).unwrap_or(0),
+            };
+            let token_text = token.to_string();
+            let welcome = WelcomeParts {
+                room: &display,
+                name: name.as_str(),
+                members: &members,
+                history,
+                last_id: at,
+                resume: &token_text,
+                gap,
+                reference,
+            }
+            .encode();
+            let room_name = RoomName::parse(&display).unwrap_or(room);
+            let welcomed = Welcomed {
+                member,
+                link,
+                welcome,
+                epoch,
+                at,
+            };
+            let membership = self.joined(&room_name, &room_hex, &mirror, context.clone(), welcomed);
+            if fresh.is_some() {
+                // The newcomer's `joined` is the last event of its welcome's history.
+                if let Some(joined) = reply.list(5).last().and_then(store::text) {
+                    shared
+                        .observe(&room_hex, &joined, Some(&context), None)
+                        .await;
+                }
+            }
+            Ok(membership)
+        })
+    }
+
+    fn token_holder(
+        &self,
+        room: NameKey,
+        token: ResumeToken,
+    ) -> BoxFuture<'_, Result<Option<DisplayName>, NotTaken>> {
+        Box::pin(async move {
+            let reply = self
+                .read(&room, "token", &token.to_string())
+                .await
+                .map_err(|_| NotTaken::Unavailable)?;
+            Ok(match reply.status().as_str() {
+                "ok" => reply.text(1).and_then(|n| DisplayName::parse(&n).ok()),
+                _ => None,
+            })
+        })
+    }
+
+    fn rooms(
+        &self,
+        after: Option<RoomCursor>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RoomsPage, Unavailable>> {
+        Box::pin(async move {
+            let mut con = self.shared.con.clone();
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGE")
+                .arg(PartitionKeys::rooms())
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .cmd("HGETALL")
+                .arg(PartitionKeys::rdisp());
+            let read = pipe.query_async::<(Vec<(String, u64)>, HashMap<String, String>)>(&mut con);
+            let (counts, names) = tokio::time::timeout(self.shared.options.call_timeout, read)
+                .await
+                .map_err(|_| Unavailable)?
+                .map_err(|_| Unavailable)?;
+            let mut all: Vec<RoomSummary> = counts
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .filter_map(|(room, members)| {
+                    Some(RoomSummary {
+                        room: names.get(&room)?.clone(),
+                        members: members as usize,
+                    })
+                })
+                .collect();
+            all.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+            let start = match &after {
+                Some(c) => all
+                    .iter()
+                    .position(|r| {
+                        (std::cmp::Reverse(r.members), r.room.as_str())
+                            > (std::cmp::Reverse(c.members), c.room.as_str())
+                    })
+                    .unwrap_or(all.len()),
+                None => 0,
+            };
+            let mut page: Vec<RoomSummary> = all
+                .into_iter()
+                .skip(start)
+                .take(limit.saturating_add(1))
+                .collect();
+            let next = if page.len() > limit {
+                page.truncate(limit);
+                page.last().map(|last| RoomCursor {
+                    members: last.members,
+                    room: last.room.clone(),
+                })
+            } else {
+                None
+            };
+            Ok(RoomsPage { rooms: page, next })
+        })
+    }
+
+    fn room(&self, room: NameKey) -> BoxFuture<'_, Result<Option<RoomDetails>, Unavailable>> {
+        Box::pin(async move {
+            let reply = self
+                .read(&room, "room", "")
+                .await
+                .map_err(|_| Unavailable)?;
+            if reply.status() != "ok" {
+                return Ok(None);
+            }
+            let members: Vec<String> = reply.list(2).iter().filter_map(store::text).collect();
+            Ok((!members.is_empty()).then(|| RoomDetails {
+                room: reply.text(1).unwrap_or_default(),
+                members,
+            }))
+        })
+    }
+
+    fn holder(
+        &self,
+        room: NameKey,
+        name: NameKey,
+    ) -> BoxFuture<'_, Result<Option<String>, NotTaken>> {
+        Box::pin(async move {
+            let reply = self
+                .read(&room, "holder", name.as_str())
+                .await
+                .map_err(|_| NotTaken::Unavailable)?;
+            Ok((reply.status() == "ok").then(|| reply.text(1)).flatten())
+        })
+    }
+
+    fn post(
+        &self,
+        room: NameKey,
+        from: Arc<str>,
+        text: Arc<str>,
+    ) -> BoxFuture<'_, Result<Option<u64>, Unavailable>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let room_hex = room_id(&room);
+            let jtext = serde_json::to_string(&*text).unwrap_or_default();
+            let jfrom = serde_json::to_string(&*from).unwrap_or_default();
+            let mut call = shared.call(&shared.scripts.send, &room_hex);
+            call.arg("").arg(0).arg(jtext).arg(jfrom);
+            let reply = shared.run(&call).await.map_err(|_| Unavailable)?;
+            if reply.status() != "ok" {
+                return Ok(None);
+            }
+            let id = reply.int(1).unwrap_or(0);
+            if let Some(frame) = reply.text(2) {
+                let display = reply.text(3);
+                shared
+                    .observe(&room_hex, &frame, None, display.as_deref())
+                    .await;
+            }
+            Ok(Some(id))
+        })
+    }
+
+    fn kick(
+        &self,
+        room: NameKey,
+        name: NameKey,
+        reason: String,
+    ) -> BoxFuture<'_, Result<bool, Unavailable>> {
+        Box::pin(async move {
+            self.remove(&room, "key", name.as_str(), &reason)
+                .await
+                .map(|r| r.is_some())
+        })
+    }
+
+    fn kick_matching(
+        &self,
+        room: NameKey,
+        matches: ContextMatch,
+        reason: String,
+    ) -> BoxFuture<'_, Result<usize, Unavailable>> {
+        Box::pin(async move {
+            // Contexts live on the node that serves each member: this node matches its
+            // own members.
+            let room_hex = room_id(&room);
+            let chosen: Vec<MemberId> = match self.shared.existing_mirror(&room_hex) {
+                Some(mirror) => {
+                    let m = lock(&mirror);
+                    m.members
+                        .iter()
+                        .filter(|(_, local)| {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                matches(&local.context)
+                            }))
+                            .unwrap_or(false)
+                        })
+                        .map(|(mid, _)| *mid)
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            let mut removed = 0;
+            for member in chosen {
+                if self
+                    .remove(&room, "mid", &member.to_string(), &reason)
+                    .await?
+                    .is_some()
+                {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    fn members(
+        &self,
+        room: NameKey,
+    ) -> BoxFuture<'_, Result<Option<Vec<MemberInfo>>, Unavailable>> {
+        Box::pin(async move {
+            let reply = self
+                .read(&room, "members", "")
+                .await
+                .map_err(|_| Unavailable)?;
+            if reply.status() != "ok" {
+                return Ok(None);
+            }
+            let contexts: HashMap<MemberId, Arc<ConnectionContext>> =
+                match self.shared.existing_mirror(&room_id(&room)) {
+                    Some(mirror) => lock(&mirror)
+                        .members
+                        .iter()
+                        .map(|(mid, l)| (*mid, l.context.clone()))
+                        .collect(),
+                    None => HashMap::new(),
+                };
+            let members: Vec<MemberInfo> = reply
+                .list(2)
+                .iter()
+                .filter_map(|m| {
+                    let Value::Array(parts) = m else { return None };
+                    let mid = parts.first().and_then(store::int)?;
+                    let name = parts.get(1).and_then(store::text)?;
+                    let present = parts.get(2).and_then(store::text).as_deref() == Some("p");
+                    let joined = parts.get(3).and_then(store::int).unwrap_or(0);
+                    Some(member_info(
+                        name,
+                        present,
+                        joined,
+                        contexts.get(&mid).cloned().unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            Ok((!members.is_empty()).then_some(members))
+        })
+    }
+}
+
+fn member_info(
+    name: String,
+    present: bool,
+    joined_ms: u64,
+    context: Arc<ConnectionContext>,
+) -> MemberInfo {
+    MemberInfo::new(
+        name,
+        present,
+        UNIX_EPOCH + Duration::from_millis(joined_ms),
+        context,
+    )
+}
+
+impl Node {
+    async fn read(&self, room: &NameKey, what: &str, arg: &str) -> Result<Reply, Unreachable> {
+        let shared = &self.shared;
+        let mut call = shared.call(&shared.scripts.read, &room_id(room));
+        call.arg(what).arg(arg);
+        shared.run(&call).await
+    }
+
+    /// Kicks one member (by name key or member id): `Some(name)` if there was one.
+    async fn remove(
+        &self,
+        room: &NameKey,
+        how: &str,
+        who: &str,
+        reason: &str,
+    ) -> Result<Option<String>, Unavailable> {
+        let shared = &self.shared;
+        let room_hex = room_id(room);
+        let mut call = shared.call(&shared.scripts.leave, &room_hex);
+        call.arg(how).arg(who).arg(0).arg(reason);
+        let reply = shared.run(&call).await.map_err(|_| Unavailable)?;
+        if reply.status() != "ok" {
+            return Ok(None);
+        }
+        let name = reply.text(3).unwrap_or_default();
+        if shared.observers.observes() {
+            let member = reply.int(2).unwrap_or(0);
+            let context = shared
+                .existing_mirror(&room_hex)
+                .and_then(|m| lock(&m).members.get(&member).map(|l| l.context.clone()))
+                .unwrap_or_default();
+            if let Some(room_name) = shared.room_name(&room_hex) {
+                shared
+                    .observers
+                    .on_member_left(&room_name, &name, &context, LeaveReason::Kicked)
+                    .await;
+            }
+        }
+        Ok(Some(name))
+    }
+}

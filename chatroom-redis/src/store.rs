@@ -1,0 +1,224 @@
+//! The Redis side: key names, the Lua scripts, and calls with a deadline.
+//!
+//! Every room operation is one script (`lua/*.lua`, each prefixed with
+//! `lua/prelude.lua`) that checks everything first, then writes, appends the event to
+//! the room's stream and publishes it. Rust computes every key and encodes every
+//! string the scripts splice into a frame; Lua only compares and concatenates.
+
+use std::time::Duration;
+
+use chatroom_core::NameKey;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use crate::Unreachable;
+
+/// The partition tag of every key: one partition on a single Redis.
+const TAG: &str = "{cr.0}";
+
+fn script(body: &str, read_only: bool) -> Script {
+    let shebang = if read_only {
+        "#!lua flags=no-writes"
+    } else {
+        "#!lua"
+    };
+    Script::new(&format!(
+        "{shebang}\n{}\n{body}",
+        include_str!("../lua/prelude.lua")
+    ))
+}
+
+/// The scripts, loaded once per process (EVALSHA, with EVAL when Redis lost them).
+pub(crate) struct Scripts {
+    pub(crate) join: Script,
+    pub(crate) resume: Script,
+    pub(crate) send: Script,
+    pub(crate) rename: Script,
+    pub(crate) leave: Script,
+    pub(crate) disconnect: Script,
+    pub(crate) expire: Script,
+    pub(crate) read: Script,
+    pub(crate) heartbeat: Script,
+    pub(crate) reap: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Scripts {
+        Scripts {
+            join: script(include_str!("../lua/join.lua"), false),
+            resume: script(include_str!("../lua/resume.lua"), false),
+            send: script(include_str!("../lua/send.lua"), false),
+            rename: script(include_str!("../lua/rename.lua"), false),
+            leave: script(include_str!("../lua/leave.lua"), false),
+            disconnect: script(include_str!("../lua/disconnect.lua"), false),
+            expire: script(include_str!("../lua/expire.lua"), false),
+            read: script(include_str!("../lua/read.lua"), true),
+            heartbeat: Script::new(&format!("#!lua\n{}", include_str!("../lua/heartbeat.lua"))),
+            reap: Script::new(&format!("#!lua\n{}", include_str!("../lua/reap.lua"))),
+        }
+    }
+}
+
+/// A room's id in key names: its collision key in hex (never user text in a tag, and
+/// no two rooms share one).
+pub(crate) fn room_id(room: &NameKey) -> String {
+    let mut out = String::with_capacity(room.as_str().len() * 2);
+    for b in room.as_str().bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The keys of one partition and of the nodes.
+pub(crate) struct PartitionKeys;
+
+impl PartitionKeys {
+    pub(crate) fn rooms() -> String {
+        format!("cr:{TAG}:rooms")
+    }
+    pub(crate) fn rdisp() -> String {
+        format!("cr:{TAG}:rdisp")
+    }
+    pub(crate) fn due() -> String {
+        format!("cr:{TAG}:due")
+    }
+    pub(crate) fn epoch() -> String {
+        format!("cr:{TAG}:epoch")
+    }
+    pub(crate) fn instance() -> String {
+        format!("cr:{TAG}:instance")
+    }
+    pub(crate) fn node_rooms(node: &str) -> String {
+        format!("cr:{TAG}:n:{node}")
+    }
+    pub(crate) fn nodes() -> String {
+        format!("cr:{TAG}:nodes")
+    }
+    pub(crate) fn heartbeat() -> String {
+        format!("cr:{TAG}:hb")
+    }
+    pub(crate) fn holdoff() -> String {
+        format!("cr:{TAG}:holdoff")
+    }
+    pub(crate) fn dead() -> String {
+        format!("cr:{TAG}:dead")
+    }
+    pub(crate) fn dying() -> String {
+        format!("cr:{TAG}:dying")
+    }
+}
+
+/// The pub/sub channel of a room.
+pub(crate) fn channel(room: &str) -> String {
+    format!("cr:{TAG}:r:{room}:ch")
+}
+
+/// The stream of a room's events.
+pub(crate) fn stream(room: &str) -> String {
+    format!("cr:{TAG}:r:{room}:ev")
+}
+
+/// The meta hash of a room.
+pub(crate) fn meta(room: &str) -> String {
+    format!("cr:{TAG}:r:{room}:meta")
+}
+
+/// A call of a room script: the keys of the room, and the common arguments.
+pub(crate) fn room_call<'a>(
+    script: &'a Script,
+    room: &str,
+    node: &str,
+    instance: &str,
+    deadline_ms: u64,
+    stream_cap: usize,
+) -> redis::ScriptInvocation<'a> {
+    let mut call = script.prepare_invoke();
+    for part in ["meta", "ev", "names", "order", "tok", "away", "mem"] {
+        call.key(format!("cr:{TAG}:r:{room}:{part}"));
+    }
+    call.key(PartitionKeys::rooms())
+        .key(PartitionKeys::rdisp())
+        .key(PartitionKeys::due())
+        .key(PartitionKeys::epoch())
+        .key(PartitionKeys::instance())
+        .key(PartitionKeys::node_rooms(node));
+    call.arg(instance)
+        .arg(deadline_ms)
+        .arg(node)
+        .arg(channel(room))
+        .arg(stream_cap)
+        .arg(room);
+    call
+}
+
+/// Runs a call within `timeout`: `Unreachable` if Redis did not answer in time or the
+/// connection failed (the script refuses to act past its deadline, so a call that
+/// timed out has no effect later; a call that failed mid-flight may have run, which
+/// its caller treats as an unknown outcome).
+pub(crate) async fn run(
+    call: &redis::ScriptInvocation<'_>,
+    con: &ConnectionManager,
+    timeout: Duration,
+) -> Result<Value, Unreachable> {
+    let mut con = con.clone();
+    match tokio::time::timeout(timeout, call.invoke_async::<Value>(&mut con)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "a Redis call failed");
+            Err(Unreachable)
+        }
+        Err(_) => Err(Unreachable),
+    }
+}
+
+/// A script's reply, read leniently: an array whose first element is a status word.
+pub(crate) struct Reply(Vec<Value>);
+
+impl Reply {
+    pub(crate) fn new(value: Value) -> Reply {
+        match value {
+            Value::Array(items) => Reply(items),
+            other => Reply(vec![other]),
+        }
+    }
+
+    pub(crate) fn status(&self) -> String {
+        self.text(0).unwrap_or_default()
+    }
+
+    pub(crate) fn text(&self, i: usize) -> Option<String> {
+        text(self.0.get(i)?)
+    }
+
+    pub(crate) fn int(&self, i: usize) -> Option<u64> {
+        int(self.0.get(i)?)
+    }
+
+    pub(crate) fn list(&self, i: usize) -> Vec<Value> {
+        match self.0.get(i) {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A Redis value as text.
+pub(crate) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".to_owned()),
+        _ => None,
+    }
+}
+
+/// A Redis value as a number.
+pub(crate) fn int(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::Double(d) if *d >= 0.0 => Some(*d as u64),
+        other => text(other)?.parse().ok(),
+    }
+}
