@@ -102,3 +102,327 @@ async fn shutdown(hubs: &[Hub]) {
         hub.shutdown().await;
     }
 }
+
+async fn send(client: &TestClient, value: serde_json::Value) {
+    client.send_json(&value).await;
+}
+
+/// Waits until `check` holds, for up to `within`.
+async fn eventually<F, Fut>(within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_on_another_node_returns_exactly_the_missed_events_and_announces_nothing() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let mut ann = TestClient::connect(&one);
+    ann.join("r", "Ann").await.expect("joins");
+    let mut bob = TestClient::connect(&one);
+    let bob_welcome = bob.join("r", "Bob").await.expect("joins");
+    event(&mut ann).await;
+    send(&bob, json!({"type": "send", "text": "before"})).await;
+    let Event::Message(seen) = event(&mut bob).await else {
+        panic!()
+    };
+    event(&mut ann).await;
+
+    bob.drop_connection();
+    // Bob becomes away (his connection's end reaches Redis), then Ann talks.
+    eventually(Duration::from_secs(5), || async {
+        one.members("r")
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "Bob" && !m.present)
+    })
+    .await;
+    send(&ann, json!({"type": "send", "text": "m1"})).await;
+    send(&ann, json!({"type": "send", "text": "m2"})).await;
+    event(&mut ann).await;
+    event(&mut ann).await;
+
+    let mut back = TestClient::connect(&two);
+    send(
+        &back,
+        json!({"type": "join", "room": "r", "name": "Bob", "resume": bob_welcome.resume, "since": seen.id}),
+    )
+    .await;
+    let w = back.welcome().await.expect("resumed on the other node");
+    assert_eq!(
+        (w.name.as_str(), w.members.clone()),
+        ("Bob", vec!["Ann".to_owned(), "Bob".to_owned()])
+    );
+    let texts: Vec<String> = w
+        .history
+        .iter()
+        .map(|e| match e {
+            Event::Message(m) => m.text.to_string(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(texts, ["m1", "m2"]);
+    assert!(!w.gap);
+    assert_eq!(w.last_id, seen.id + 2);
+    // Nothing announced to Ann; life goes on across the nodes.
+    send(&back, json!({"type": "send", "text": "back"})).await;
+    let Event::Message(m) = event(&mut ann).await else {
+        panic!("no left, no joined")
+    };
+    assert_eq!((&*m.text, m.id), ("back", seen.id + 3));
+    assert!(
+        one.members("r")
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .all(|m| m.present)
+    );
+    shutdown(&[one, two]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_takes_over_a_connection_on_another_node_with_4001() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let mut ann = TestClient::connect(&one);
+    let w = ann.join("r", "Ann").await.expect("joins");
+    let mut again = TestClient::connect(&two);
+    send(
+        &again,
+        json!({"type": "join", "room": "r", "name": "Ann", "resume": w.resume}),
+    )
+    .await;
+    again.welcome().await.expect("taken over");
+    let closed = tokio::time::timeout(Duration::from_secs(5), ann.recv())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(&closed, Err(Closed::Close(c)) if c.code == chatroom_core::close_code::RESUMED_ELSEWHERE),
+        "{closed:?}"
+    );
+    // The old connection's end does not make the member away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(one.members("r").await.unwrap().unwrap()[0].present);
+    shutdown(&[one, two]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_unique_across_nodes_under_a_race_of_twelve_joins() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let nodes = [
+        redis.node(limits()).await,
+        redis.node(limits()).await,
+        redis.node(limits()).await,
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let hub = nodes[i % 3].clone();
+        // The same key under different spellings.
+        let name = ["Zoë", "ZOË", "zoë", "Ｚoë"][i % 4];
+        tasks.push(tokio::spawn(async move {
+            let mut c = TestClient::connect(&hub);
+            let joined = c.join("race", name).await;
+            (joined.is_ok(), c)
+        }));
+    }
+    let mut winners = 0;
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (won, c) = t.await.expect("task");
+        winners += usize::from(won);
+        clients.push(c);
+    }
+    assert_eq!(winners, 1, "exactly one join wins the name");
+    for hub in &nodes {
+        assert_eq!(
+            hub.room("race").await.unwrap().expect("room").members.len(),
+            1
+        );
+    }
+    shutdown(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_race_across_nodes_has_one_winner() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    send(&a, json!({"type": "rename", "name": "Same", "ref": "a"})).await;
+    send(&b, json!({"type": "rename", "name": "SAME", "ref": "b"})).await;
+    let mut outcomes = Vec::new();
+    for c in [&mut a, &mut b] {
+        let mut renamed = 0;
+        let mut answer = None;
+        while answer.is_none() {
+            match tokio::time::timeout(Duration::from_secs(5), c.recv())
+                .await
+                .expect("answer")
+            {
+                Ok(ServerFrame::Event(Event::Renamed(_))) => renamed += 1,
+                Ok(ServerFrame::Reply(r)) => answer = Some(r),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        outcomes.push((renamed, answer));
+    }
+    let acks = outcomes
+        .iter()
+        .filter(|(_, a)| matches!(a, Some(Reply::Ack { .. })))
+        .count();
+    let taken = outcomes
+        .iter()
+        .filter(|(_, a)| {
+            matches!(
+                a,
+                Some(Reply::Error {
+                    code: ErrorCode::NameTaken,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!((acks, taken), (1, 1), "{outcomes:?}");
+    let members = one.room("r").await.unwrap().expect("room").members;
+    assert!(members.contains(&"Same".to_owned()) || members.contains(&"SAME".to_owned()));
+    shutdown(&[one, two]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_members_on_three_nodes_get_one_gapless_timeline() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fast = Limits {
+        rate_burst: 1000,
+        rate_per_sec: 1000,
+        ..limits()
+    };
+    let nodes = [
+        redis.node(fast.clone()).await,
+        redis.node(fast.clone()).await,
+        redis.node(fast).await,
+    ];
+    let mut members = Vec::new();
+    for i in 0..6 {
+        let mut c = TestClient::connect_with_buffer(&nodes[i % 3], Default::default(), 4096);
+        c.join("busy", &format!("m{i}")).await.expect("joins");
+        members.push(c);
+    }
+    // Everybody has heard every join before the talking starts.
+    for (i, c) in members.iter_mut().enumerate() {
+        for _ in i + 1..6 {
+            event(c).await;
+        }
+    }
+    const EACH: usize = 40;
+    for i in 0..EACH {
+        for c in &members {
+            c.send_json(&json!({"type": "send", "text": format!("{i}")}))
+                .await;
+        }
+    }
+    let mut timelines = Vec::new();
+    for c in &mut members {
+        let mut got = Vec::new();
+        while got.len() < 6 * EACH {
+            if let Event::Message(m) = event(c).await {
+                got.push((m.id, m.from.to_string(), m.text.to_string()));
+            }
+        }
+        timelines.push(got);
+    }
+    for t in &timelines {
+        assert_eq!(t, &timelines[0], "every member sees the same timeline");
+        let ids: Vec<u64> = t.iter().map(|(id, ..)| *id).collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "gapless");
+    }
+    for sender in 0..6 {
+        let name = format!("m{sender}");
+        let texts: Vec<usize> = timelines[0]
+            .iter()
+            .filter(|(_, from, _)| *from == name)
+            .map(|(_, _, t)| t.parse().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            (0..EACH).collect::<Vec<_>>(),
+            "each sender's order is kept"
+        );
+    }
+    shutdown(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_room_is_freed_everywhere_and_starts_again_at_one() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let mut a = TestClient::connect(&one);
+    a.join("Lobby", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("lobby", "B").await.expect("joins");
+    a.leave().await;
+    b.leave().await;
+    eventually(Duration::from_secs(1), || async {
+        one.room("lobby").await.unwrap().is_none() && two.rooms().await.unwrap().is_empty()
+    })
+    .await;
+    let mut c = TestClient::connect(&two);
+    let w = c.join("LOBBY", "C").await.expect("a new room");
+    assert_eq!((w.room.as_str(), w.last_id), ("LOBBY", 1));
+    assert_eq!(w.history.len(), 1, "only its own joined");
+    shutdown(&[one, two]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_away_member_expires_after_its_grace_on_whichever_node_reaps() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let short = Limits {
+        resume_grace: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let one = redis.node(short.clone()).await;
+    let two = redis.node(short).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    b.drop_connection();
+    let Event::Left(left) = event(&mut a).await else {
+        panic!("left")
+    };
+    assert_eq!(&*left.name, "B");
+    let mut b2 = TestClient::connect(&one);
+    b2.join("r", "b").await.expect("the name is free");
+    shutdown(&[one, two]).await;
+}

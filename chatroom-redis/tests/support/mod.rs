@@ -1,7 +1,13 @@
 //! A real `redis-server` per test, on a Unix socket in a fresh directory, killed on
 //! drop. Without `redis-server` a test skips loudly, and fails when
 //! `CHATROOM_REQUIRE_ALL=1` (as in CI).
-#![allow(dead_code, missing_docs, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic
+)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
