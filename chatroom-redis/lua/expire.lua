@@ -19,15 +19,16 @@ if dead ~= '' then
   end
 end
 local n = tonumber(redis.call('HGET', K_META, 'n'))
+local display = redis.call('HGET', K_META, 'display')
 local left = {}
 for _, mid in ipairs(order) do
   local score = redis.call('ZSCORE', K_AWAY, mid)
   if score and tonumber(score) <= now then
     local name = mget(mid, 'name')
-    local id
-    id, n = remove(mid, 'x', '')
-    left[#left + 1] = {mid, name, id}
+    local id, frame
+    id, n, frame = remove(mid, 'x', '')
+    left[#left + 1] = {mid, name, id, frame}
   end
 end
 settle(n)
-return {'ok', left}
+return {'ok', left, display}

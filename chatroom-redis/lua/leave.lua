@@ -14,6 +14,6 @@ elseif not mget(mid, 'name') then
   return {'none'}
 end
 local name = mget(mid, 'name')
-local id, n = remove(mid, how == 'leave' and 'l' or 'k', reason)
+local id, n, frame = remove(mid, how == 'leave' and 'l' or 'k', reason)
 settle(n)
-return {'ok', id, mid, name}
+return {'ok', id, mid, name, frame, redis.call('HGET', K_META, 'display') or ''}

@@ -48,7 +48,7 @@ local function record(kind, actor, reason, build)
 end
 
 -- Removes member `mid` with a `left` event (kind 'l' leave, 'k' kick, 'x' expiry);
--- returns the event id and how many members are left.
+-- returns the event id, how many members are left, and the event's frame.
 local function remove(mid, kind, reason)
   local key, jname, tok = mget(mid, 'key'), mget(mid, 'jname'), mget(mid, 'tok')
   redis.call('HDEL', K_NAMES, key)
@@ -59,10 +59,10 @@ local function remove(mid, kind, reason)
   for i, f in ipairs(MEMBER_FIELDS) do fields[i] = mid .. ':' .. f end
   redis.call('HDEL', K_MEM, unpack(fields))
   local n = redis.call('HINCRBY', K_META, 'n', -1)
-  local id = record(kind, mid, reason, function(id, ts)
+  local id, frame = record(kind, mid, reason, function(id, ts)
     return '{"type":"left","id":' .. id .. ',"ts":' .. ts .. ',"name":' .. jname .. '}'
   end)
-  return id, n
+  return id, n, frame
 end
 
 -- Brings the indexes up to date after members left or went away; frees an empty room.

@@ -1,4 +1,4 @@
--- Reads one room. ARGV 7..: what ('room' | 'members' | 'holder' | 'token'), a name key
+-- Reads one room. ARGV 7..: what ('room' | 'members' | 'links' | 'holder' | 'token'), a name key
 -- or token (holder, token).
 local what, arg = ARGV[7], ARGV[8]
 local bad = fenced()
@@ -17,6 +17,8 @@ local out = {}
 for i, mid in ipairs(redis.call('ZRANGE', K_ORDER, 0, -1)) do
   if what == 'members' then
     out[i] = {mid, mget(mid, 'name'), mget(mid, 'state'), mget(mid, 'joined')}
+  elseif what == 'links' then
+    out[i] = {mid, mget(mid, 'node'), mget(mid, 'link')}
   else
     out[i] = mget(mid, 'name')
   end

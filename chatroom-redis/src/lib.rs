@@ -105,6 +105,8 @@ pub(crate) struct Options {
     pub(crate) lease: Duration,
     /// How often each mirrored room's position is checked against Redis.
     pub(crate) check_interval: Duration,
+    /// How long Redis may be unreachable before connections close with 1013.
+    pub(crate) outage_limit: Duration,
 }
 
 impl Default for Options {
@@ -113,6 +115,7 @@ impl Default for Options {
             call_timeout: Duration::from_millis(500),
             lease: Duration::from_millis(6000),
             check_interval: Duration::from_secs(2),
+            outage_limit: Duration::from_secs(30),
         }
     }
 }
@@ -122,6 +125,7 @@ impl Default for Options {
 ///
 /// Each hub it is given to is one node of the cluster, with its own random node id.
 pub struct RedisBackplane {
+    crashed: tokio_util::sync::CancellationToken,
     client: redis::Client,
     con: ConnectionManager,
     instance: String,
@@ -191,6 +195,12 @@ impl RedisBackplane {
                 tracing::warn!(error = %e, "could not read maxmemory-policy; make sure it is noeviction")
             }
         }
+        // Loaded now, the scripts' first calls are one round trip each; a script error
+        // (an incompatible server) shows here, not at the first join.
+        store::Scripts::new()
+            .load(&mut con)
+            .await
+            .map_err(|e| ConnectError::Unreachable(format!("loading the scripts: {e}")))?;
         // The instance id tells a node that Redis lost its data.
         let fresh = random_hex();
         let instance_key = store::PartitionKeys::instance();
@@ -216,6 +226,7 @@ impl RedisBackplane {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         Ok(RedisBackplane {
+            crashed: tokio_util::sync::CancellationToken::new(),
             client,
             con,
             instance,
@@ -231,6 +242,22 @@ impl RedisBackplane {
         self
     }
 
+    /// How long Redis may stay unreachable (default 30 s) before this node closes its
+    /// connections with 1013 ("try again later"); until then they stay open and frames
+    /// that need Redis are answered `unavailable`.
+    pub fn outage_limit(mut self, limit: Duration) -> Self {
+        self.options.outage_limit = limit;
+        self
+    }
+
+    /// For tests of faults: a switch that makes this node "crash" (it stops calling
+    /// Redis, renewing its lease and delivering, and drops its connections' queues,
+    /// as a killed process would) while the test process goes on.
+    #[doc(hidden)]
+    pub fn crash_switch(&self) -> CrashSwitch {
+        CrashSwitch(self.crashed.clone())
+    }
+
     /// How long a call to Redis may take (default 500 ms) before its frame is answered
     /// `unavailable` (the call then takes no effect later).
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
@@ -241,16 +268,20 @@ impl RedisBackplane {
 
 impl IntoBackplane for RedisBackplane {
     fn into_backplane(self, context: BackplaneContext) -> Box<dyn Backplane> {
-        let shared = node::Shared::new(
-            random_hex(),
-            self.instance,
-            self.client,
-            self.con,
-            self.options,
-            self.offset_ms,
-            context,
-        );
+        let shared = node::Shared::new(self, context);
         Box::new(node::Node::start(shared))
+    }
+}
+
+/// Makes a node crash, for tests (see [`RedisBackplane::crash_switch`]).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct CrashSwitch(tokio_util::sync::CancellationToken);
+
+impl CrashSwitch {
+    /// The node stops at once, as if its process were killed.
+    pub fn crash(&self) {
+        self.0.cancel();
     }
 }
 

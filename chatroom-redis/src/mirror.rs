@@ -318,6 +318,15 @@ impl Mirror {
         self.early.clear();
     }
 
+    /// Closes every member with `close` and forgets the room's position: Redis lost
+    /// the data it came from.
+    pub(crate) fn forget(&mut self, close: CloseFrame) {
+        self.close_all(close);
+        self.epoch = 0;
+        self.delivered = 0;
+        self.ring.clear();
+    }
+
     /// Removes the member if `link` still holds it, ending its queue with `close`.
     pub(crate) fn detach(&mut self, member: MemberId, link: u64, close: Option<CloseFrame>) {
         if self.members.get(&member).is_some_and(|l| l.link == link)

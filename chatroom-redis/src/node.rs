@@ -33,14 +33,23 @@ use crate::{Options, Unreachable};
 
 /// What every task of the node shares.
 pub(crate) struct Shared {
-    pub(crate) node: String,
-    pub(crate) instance: String,
+    /// This node's id: random per start, and again after its lease was reaped.
+    node: Mutex<String>,
+    /// The id of the Redis data set this node serves (see `cr:instance`); adopted
+    /// anew after Redis lost its data.
+    instance: Mutex<String>,
+    /// When a heartbeat last succeeded; past the outage limit, connections close with
+    /// 1013.
+    last_renewed: Mutex<tokio::time::Instant>,
+    /// A test's "crash": the node stops calling Redis at all.
+    pub(crate) crashed: CancellationToken,
     pub(crate) client: redis::Client,
     pub(crate) con: ConnectionManager,
     pub(crate) scripts: Scripts,
     pub(crate) options: Options,
     pub(crate) limits: Arc<Limits>,
     pub(crate) observers: Observers,
+    /// Cancelled when the hub shuts down or the node "crashes": the node's loops stop.
     pub(crate) cancel: CancellationToken,
     pub(crate) context: BackplaneContext,
     /// Redis `TIME` minus this node's clock, in ms: to give scripts deadlines.
@@ -64,25 +73,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        node: String,
-        instance: String,
-        client: redis::Client,
-        con: ConnectionManager,
-        options: Options,
-        offset_ms: i64,
-        context: BackplaneContext,
-    ) -> Arc<Shared> {
-        Arc::new(Shared {
-            node,
+    pub(crate) fn new(backplane: crate::RedisBackplane, context: BackplaneContext) -> Arc<Shared> {
+        let crate::RedisBackplane {
+            crashed,
+            client,
+            con,
             instance,
+            offset_ms,
+            options,
+        } = backplane;
+        Arc::new(Shared {
+            node: Mutex::new(crate::random_hex()),
+            instance: Mutex::new(instance),
+            last_renewed: Mutex::new(tokio::time::Instant::now()),
+            crashed,
             client,
             con,
             scripts: Scripts::new(),
             options,
             limits: context.limits().clone(),
             observers: context.observers(),
-            cancel: context.shutdown().clone(),
+            cancel: context.shutdown().child_token(),
             context,
             offset_ms: AtomicI64::new(offset_ms),
             ids: AtomicU64::new(1),
@@ -116,32 +127,74 @@ impl Shared {
         self.limits.resume_grace.as_millis() as u64
     }
 
+    fn node(&self) -> String {
+        lock(&self.node).clone()
+    }
+
+    fn instance(&self) -> String {
+        lock(&self.instance).clone()
+    }
+
     fn call<'a>(&'a self, script: &'a redis::Script, room: &str) -> redis::ScriptInvocation<'a> {
         room_call(
             script,
             room,
-            &self.node,
-            &self.instance,
+            &self.node(),
+            &self.instance(),
             self.deadline(),
             self.stream_cap(),
         )
     }
 
     async fn run(&self, call: &redis::ScriptInvocation<'_>) -> Result<Reply, Unreachable> {
+        if self.crashed.is_cancelled() {
+            return Err(Unreachable);
+        }
         let value = store::run(call, &self.con, self.options.call_timeout).await?;
         let reply = Reply::new(value);
         match reply.status().as_str() {
             // Past the deadline: the call's caller has already given up.
             "late" => Err(Unreachable),
             "lost" => {
-                tracing::error!("Redis lost this cluster's data (its instance id changed)");
-                self.close_everything(CloseFrame::new(
-                    close_code::SERVICE_RESTART,
-                    "state lost; resume or join afresh",
-                ));
+                self.data_lost().await;
                 Err(Unreachable)
             }
             _ => Ok(reply),
+        }
+    }
+
+    /// Redis lost its data (its instance id changed or is gone): every membership of
+    /// this node is void (its token too). Members close with 1012 and join afresh; the
+    /// node adopts the data set Redis has now. Names are never re-asserted from memory.
+    async fn data_lost(&self) {
+        tracing::error!("Redis lost this cluster's data: every membership here ends with 1012");
+        // Adopt the data set Redis has now before the clients hear about it, so that
+        // their fresh joins find the node ready.
+        let mut con = self.con.clone();
+        let key = PartitionKeys::instance();
+        let adopt = async {
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(crate::random_hex())
+                .arg("NX")
+                .query_async(&mut con)
+                .await?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<String>(&mut con)
+                .await
+        };
+        if let Ok(Ok(instance)) = tokio::time::timeout(self.options.call_timeout, adopt).await {
+            *lock(&self.instance) = instance;
+        }
+        let mirrors: Vec<_> = lock(&self.mirrors).values().cloned().collect();
+        let close = CloseFrame::new(
+            close_code::SERVICE_RESTART,
+            "state lost; resume or join afresh",
+        );
+        for mirror in mirrors {
+            // Room epochs restart too: what the mirror knew is of another data set.
+            lock(&mirror).forget(close.clone());
         }
     }
 
@@ -159,7 +212,17 @@ impl Shared {
     /// Subscribes to the room's channel (awaiting Redis's confirmation) and pins its
     /// mirror, before a join or resume: every event after the script's is then seen.
     async fn pin(&self, room: &str) -> Result<Arc<Mutex<Mirror>>, Unreachable> {
-        let mut subs = self.subs.lock().await;
+        // Right after the node starts (or while it reconnects), wait a little for its
+        // pub/sub connection.
+        let give_up = tokio::time::Instant::now() + self.options.call_timeout * 4;
+        let mut subs = loop {
+            let subs = self.subs.lock().await;
+            if subs.sink.is_some() || tokio::time::Instant::now() >= give_up {
+                break subs;
+            }
+            drop(subs);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let mirror = self.mirror(room);
         lock(&mirror).pins += 1;
         let channel = store::channel(room);
@@ -310,12 +373,15 @@ impl Shared {
         }
         let call = {
             let mut c = self.call(&self.scripts.disconnect, room);
-            c.arg(member).arg(link).arg(self.grace_ms());
+            c.arg(member).arg(link).arg(self.grace_ms()).arg("");
             c
         };
         // A disconnect that cannot reach Redis is retried: a member must not stay
         // present without a connection.
         for attempt in 0..20u32 {
+            if self.crashed.is_cancelled() {
+                return;
+            }
             match self.run(&call).await {
                 Ok(_) => return,
                 Err(Unreachable) if self.cancel.is_cancelled() && attempt > 2 => return,
@@ -329,6 +395,38 @@ impl Shared {
             member,
             "could not mark a member away; the reaper will"
         );
+    }
+
+    /// A join or resume whose answer never came may have run: the member could be
+    /// present with no connection. Make it away (the script is fenced by this link, so
+    /// it changes nothing if the call did not run), retrying until Redis answers or
+    /// the node is gone.
+    fn settle_unknown(
+        self: &Arc<Self>,
+        room: &str,
+        member: Option<MemberId>,
+        token: String,
+        link: u64,
+    ) {
+        let shared = self.clone();
+        let room = room.to_owned();
+        self.context.spawn(async move {
+            for attempt in 0..600u32 {
+                if shared.crashed.is_cancelled() {
+                    return;
+                }
+                let mut call = shared.call(&shared.scripts.disconnect, &room);
+                call.arg(member.map(|m| m.to_string()).unwrap_or_default())
+                    .arg(link)
+                    .arg(shared.grace_ms())
+                    .arg(&token);
+                if shared.run(&call).await.is_ok() {
+                    return;
+                }
+                let pause = Duration::from_millis(100 * u64::from(attempt.min(20) + 1));
+                tokio::time::sleep(pause).await;
+            }
+        });
     }
 
     fn room_name(&self, room: &str) -> Option<RoomName> {
@@ -415,6 +513,23 @@ impl Node {
     /// Starts the node's tasks: pub/sub, heartbeat and reaper, position checks.
     pub(crate) fn start(shared: Arc<Shared>) -> Node {
         let s = shared.clone();
+        shared.context.spawn(async move {
+            tokio::select! {
+                () = s.crashed.cancelled() => {
+                    tracing::warn!(node = %s.node(), "crashed (a test's fault)");
+                    s.cancel.cancel();
+                    let mirrors: Vec<_> = lock(&s.mirrors).drain().map(|(_, m)| m).collect();
+                    for mirror in mirrors {
+                        let mut m = lock(&mirror);
+                        for (_, local) in m.members.drain() {
+                            drop(local);
+                        }
+                    }
+                }
+                () = s.cancel.cancelled() => {}
+            }
+        });
+        let s = shared.clone();
         shared.context.spawn(async move { s.pubsub_loop().await });
         let s = shared.clone();
         shared
@@ -498,7 +613,7 @@ impl Shared {
             let mut parts = text.split(' ').skip(1);
             if let (Some(member), Some(node), Some(link)) =
                 (parts.next(), parts.next(), parts.next())
-                && node == self.node
+                && node == self.node()
                 && let (Ok(member), Ok(link)) = (member.parse(), link.parse())
             {
                 lock(&mirror).detach(member, link, Some(CloseFrame::resumed_elsewhere()));
@@ -518,10 +633,22 @@ impl Shared {
     async fn heartbeat_loop(self: Arc<Self>) {
         let lease = self.options.lease;
         let interval = lease / 3;
+        let mut closed_for_outage = false;
         loop {
             let renewed = self.heartbeat(lease, interval).await;
             if renewed {
+                *lock(&self.last_renewed) = tokio::time::Instant::now();
+                closed_for_outage = false;
                 self.reap().await;
+            } else if !closed_for_outage
+                && lock(&self.last_renewed).elapsed() > self.options.outage_limit
+            {
+                tracing::error!("Redis has been unreachable too long: connections close with 1013");
+                self.close_everything(CloseFrame::new(
+                    close_code::TRY_AGAIN_LATER,
+                    "store unreachable; reconnect later",
+                ));
+                closed_for_outage = true;
             }
             tokio::select! {
                 () = self.cancel.cancelled() => return,
@@ -537,10 +664,10 @@ impl Shared {
             .key(PartitionKeys::holdoff())
             .key(PartitionKeys::dead())
             .key(PartitionKeys::instance())
-            .arg(&self.node)
+            .arg(self.node())
             .arg(lease.as_millis() as u64)
             .arg(interval.as_millis() as u64)
-            .arg(&self.instance);
+            .arg(self.instance());
         let sent = SystemTime::now();
         let Ok(value) = store::run(&call, &self.con, self.options.call_timeout).await else {
             return false;
@@ -557,7 +684,11 @@ impl Shared {
                 true
             }
             "reaped" => {
-                tracing::error!("this node's lease was reaped (a long pause?): its members resume");
+                // The others took this node for dead (a long pause?) and made its members
+                // away: its connections close so that their clients resume, and the node
+                // goes on under a new id (the old one stays dead).
+                tracing::error!("this node's lease was reaped: its members resume");
+                *lock(&self.node) = crate::random_hex();
                 self.close_everything(CloseFrame::new(
                     close_code::SERVICE_RESTART,
                     "node lease lost; resume",
@@ -565,10 +696,7 @@ impl Shared {
                 false
             }
             _ => {
-                self.close_everything(CloseFrame::new(
-                    close_code::SERVICE_RESTART,
-                    "state lost; resume or join afresh",
-                ));
+                self.data_lost().await;
                 false
             }
         }
@@ -581,7 +709,7 @@ impl Shared {
             .key(PartitionKeys::holdoff())
             .key(PartitionKeys::dead())
             .key(PartitionKeys::dying())
-            .arg(&self.node);
+            .arg(self.node());
         let Ok(Value::Array(dying)) = store::run(&call, &self.con, self.options.call_timeout).await
         else {
             return;
@@ -640,20 +768,26 @@ impl Shared {
         };
         if reply.status() == "ok" && self.observers.observes() {
             // A `left` caused by the reaper fires on the reaper's node. The member's
-            // context stays on the node that served it: the hook gets an empty one
-            // unless that is this node.
-            let Some(name) = self.room_name(room) else {
+            // context stays on the node that served it: the hooks get an empty one.
+            let display = reply.text(2);
+            let name = self
+                .room_name(room)
+                .or_else(|| RoomName::parse(display.as_deref()?).ok());
+            let Some(name) = name else {
                 return true;
             };
+            let context = ConnectionContext::new();
             for left in reply.list(1) {
                 let Value::Array(parts) = left else { continue };
-                let Some(who) = parts.get(1).and_then(store::text) else {
-                    continue;
-                };
-                let context = ConnectionContext::new();
-                self.observers
-                    .on_member_left(&name, &who, &context, LeaveReason::Expired)
-                    .await;
+                if let Some(frame) = parts.get(3).and_then(store::text) {
+                    self.observe(room, &frame, Some(&context), display.as_deref())
+                        .await;
+                }
+                if let Some(who) = parts.get(1).and_then(store::text) {
+                    self.observers
+                        .on_member_left(&name, &who, &context, LeaveReason::Expired)
+                        .await;
+                }
             }
         }
         true
@@ -695,6 +829,37 @@ impl Shared {
                     Ok((e, _)) if epoch != 0 && e != Some(epoch) => self.repair(&room),
                     _ => {}
                 }
+                self.check_links(&room, &mirror).await;
+            }
+        }
+    }
+
+    /// Closes with 4001 the members here whose membership another link took over (in
+    /// case the takeover's message on the channel was lost).
+    async fn check_links(&self, room: &str, mirror: &Mutex<Mirror>) {
+        let mut call = self.call(&self.scripts.read, room);
+        call.arg("links").arg("");
+        let Ok(reply) = self.run(&call).await else {
+            return;
+        };
+        if reply.status() != "ok" {
+            return;
+        }
+        let mut m = lock(mirror);
+        for entry in reply.list(2) {
+            let Value::Array(parts) = entry else { continue };
+            let (Some(mid), Some(node), Some(link)) = (
+                parts.first().and_then(store::int),
+                parts.get(1).and_then(store::text),
+                parts.get(2).and_then(store::int),
+            ) else {
+                continue;
+            };
+            let Some(held) = m.members.get(&mid).map(|l| l.link) else {
+                continue;
+            };
+            if node != self.node() || link != held {
+                m.detach(mid, held, Some(CloseFrame::resumed_elsewhere()));
             }
         }
     }
@@ -929,6 +1094,11 @@ impl Worker {
                     // The `left` did not come through the channel in time: let go here.
                     lock(&self.mirror).detach(self.member, self.link, None);
                 }
+                if let Some(frame) = r.text(4) {
+                    self.shared
+                        .observe(&self.room, &frame, Some(&self.context), None)
+                        .await;
+                }
                 if let Some(name) = r.text(3) {
                     self.left_hooks(&name, LeaveReason::Left).await;
                 }
@@ -1060,9 +1230,12 @@ impl Backplane for Node {
                 .await
                 .map_err(|_| JoinError::StoreUnavailable)?;
             let link = shared.next_link();
-            let outcome = match entry {
-                Entry::Fresh { name, token } => {
-                    let member = random_u64();
+            let (fresh, name, token, since) = match entry {
+                Entry::Fresh { name, token } => (Some(random_u64()), name, token, None),
+                Entry::Resume { name, token, since } => (None, name, token, since),
+            };
+            let call = match fresh {
+                Some(member) => {
                     let jname = serde_json::to_string(name.as_str()).unwrap_or_default();
                     let mut call = shared.call(&shared.scripts.join, &room_hex);
                     call.arg(member)
@@ -1075,28 +1248,25 @@ impl Backplane for Node {
                         .arg(shared.limits.max_members)
                         .arg(shared.limits.max_rooms)
                         .arg(shared.limits.history.max(1));
-                    shared
-                        .run(&call)
-                        .await
-                        .map(|reply| (reply, Some(member), name, token))
+                    call
                 }
-                Entry::Resume { token, since, name } => {
+                None => {
                     let mut call = shared.call(&shared.scripts.resume, &room_hex);
                     call.arg(token.to_string())
                         .arg(link)
                         .arg(since.map(|s| s.to_string()).unwrap_or_default())
                         .arg(name.as_str())
                         .arg(shared.limits.history.max(1));
-                    shared
-                        .run(&call)
-                        .await
-                        .map(|reply| (reply, None, name, token))
+                    call
                 }
             };
-            let (reply, fresh, name, token) = match outcome {
-                Ok(o) => o,
+            let reply = match shared.run(&call).await {
+                Ok(reply) => reply,
                 Err(Unreachable) => {
                     shared.unpin(&mirror);
+                    // The call may have run: make sure no member stays present here
+                    // without a connection.
+                    shared.settle_unknown(&room_hex, fresh, token.to_string(), link);
                     return Err(JoinError::StoreUnavailable.into());
                 }
             };
@@ -1447,7 +1617,16 @@ impl Node {
                 .existing_mirror(&room_hex)
                 .and_then(|m| lock(&m).members.get(&member).map(|l| l.context.clone()))
                 .unwrap_or_default();
-            if let Some(room_name) = shared.room_name(&room_hex) {
+            let display = reply.text(5);
+            if let Some(frame) = reply.text(4) {
+                shared
+                    .observe(&room_hex, &frame, Some(&context), display.as_deref())
+                    .await;
+            }
+            let room_name = shared
+                .room_name(&room_hex)
+                .or_else(|| RoomName::parse(display.as_deref()?).ok());
+            if let Some(room_name) = room_name {
                 shared
                     .observers
                     .on_member_left(&room_name, &name, &context, LeaveReason::Kicked)

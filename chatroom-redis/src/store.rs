@@ -43,6 +43,25 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Loads every script into Redis, so that the first calls need one round trip.
+    pub(crate) async fn load(&self, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+        for script in [
+            &self.join,
+            &self.resume,
+            &self.send,
+            &self.rename,
+            &self.leave,
+            &self.disconnect,
+            &self.expire,
+            &self.read,
+            &self.heartbeat,
+            &self.reap,
+        ] {
+            script.load_async(con).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn new() -> Scripts {
         Scripts {
             join: script(include_str!("../lua/join.lua"), false),

@@ -71,10 +71,39 @@ impl RedisServer {
 
     /// A hub that is a node of the cluster on this server.
     pub(crate) async fn node(&self, limits: Limits) -> Hub {
-        let backplane = RedisBackplane::connect(&self.url)
+        self.node_with(limits, |b| b).await.0
+    }
+
+    /// A node whose backplane `tune` adjusts, and the switch that crashes it.
+    pub(crate) async fn node_with(
+        &self,
+        limits: Limits,
+        tune: impl FnOnce(RedisBackplane) -> RedisBackplane,
+    ) -> (Hub, chatroom_redis::CrashSwitch) {
+        let backplane = tune(
+            RedisBackplane::connect(&self.url)
+                .await
+                .expect("connects to the test server"),
+        );
+        let crash = backplane.crash_switch();
+        (
+            Hub::builder().limits(limits).backplane(backplane).build(),
+            crash,
+        )
+    }
+
+    /// Runs a command on the server.
+    pub(crate) async fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url.as_str()).expect("a URL");
+        let mut con = client
+            .get_multiplexed_async_connection()
             .await
-            .expect("connects to the test server");
-        Hub::builder().limits(limits).backplane(backplane).build()
+            .expect("connects");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut con).await.expect("the command runs")
     }
 }
 
