@@ -58,6 +58,8 @@
 mod mirror;
 mod node;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

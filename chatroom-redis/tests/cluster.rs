@@ -1,15 +1,13 @@
 //! Several nodes (hubs) on one real Redis: the rules of PROTOCOL.md hold across them.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
 use chatroom_core::protocol::{Event, Reply, ServerFrame};
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Hub, Limits};
+use chatroom_redis::testing::RedisServer;
 use serde_json::json;
-use support::RedisServer;
 
 fn limits() -> Limits {
     Limits {

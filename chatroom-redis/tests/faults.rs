@@ -2,15 +2,13 @@
 //! silent hole, no zombie member.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chatroom_core::protocol::{Event, Reply, ServerFrame};
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Limits, close_code};
+use chatroom_redis::testing::RedisServer;
 use serde_json::json;
-use support::RedisServer;
 
 async fn event(client: &mut TestClient) -> Event {
     tokio::time::timeout(Duration::from_secs(10), client.event())

@@ -45,6 +45,43 @@ pub struct SiteConfig {
     /// The header a trusted proxy puts the client's address in
     /// (`CHATROOM_ADDRESS_HEADER`), for the per-address connection limit.
     pub address_header: Option<String>,
+    /// The Redis through which this site shares its rooms with other nodes
+    /// (`CHATROOM_REDIS_URL`: `redis://host:port/`, `rediss://`, `unix:///path`);
+    /// `None`: a single node.
+    pub redis_url: Option<String>,
+    /// How long this node's lease in Redis lasts (`CHATROOM_NODE_LEASE_MS`, default
+    /// 6000).
+    pub node_lease: Duration,
+}
+
+/// Why the site cannot run as a cluster node.
+#[derive(Debug, thiserror::Error)]
+#[error("CHATROOM_REDIS_URL={url}: {cause}")]
+pub struct ClusterError {
+    /// The URL, with any password hidden.
+    pub url: String,
+    /// What went wrong.
+    #[source]
+    pub cause: chatroom_redis::ConnectError,
+}
+
+/// `url` with the password of its user info (if any) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{hidden}@{host}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// A configuration variable that could not be used.
@@ -174,13 +211,34 @@ impl SiteConfig {
                 why: "expected http or https",
             })?),
         };
+        let redis_url = get("CHATROOM_REDIS_URL")
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let node_lease = ms("CHATROOM_NODE_LEASE_MS", Duration::from_millis(6000))?;
         Ok(SiteConfig {
             addr,
             limits,
             origins,
             scheme,
             address_header,
+            redis_url,
+            node_lease,
         })
+    }
+
+    /// The hub `builder` builds: a node of the cluster on `CHATROOM_REDIS_URL` if it is
+    /// set (connecting to Redis and checking it), else a single node.
+    pub async fn start_hub(&self, builder: HubBuilder) -> Result<Hub, ClusterError> {
+        let Some(url) = &self.redis_url else {
+            return Ok(builder.build());
+        };
+        let backplane = chatroom_redis::RedisBackplane::connect(url)
+            .await
+            .map_err(|cause| ClusterError {
+                url: redact(url),
+                cause,
+            })?;
+        Ok(builder.backplane(backplane.lease(self.node_lease)).build())
     }
 
     /// A hub with this configuration.
@@ -211,7 +269,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 31] = [
+        let rows: [(&str, String); 33] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -266,6 +324,13 @@ impl SiteConfig {
             ("CHATROOM_API_BURST", l.api_burst.to_string()),
             ("CHATROOM_API_MAX_WAIT_MS", ms(l.api_max_wait)),
             ("CHATROOM_ORIGINS", origins),
+            (
+                "CHATROOM_REDIS_URL",
+                self.redis_url
+                    .as_deref()
+                    .map_or("(unset: a single node)".to_owned(), redact),
+            ),
+            ("CHATROOM_NODE_LEASE_MS", ms(self.node_lease)),
             (
                 "CHATROOM_SCHEME",
                 self.scheme
@@ -380,6 +445,13 @@ pub fn announce(binary: &str, addr: SocketAddr, config: &SiteConfig) {
     println!("{binary} listening on http://{addr}");
     println!("configuration (set any of these environment variables to change it):");
     print!("{}", config.describe());
+    match &config.redis_url {
+        Some(url) => println!(
+            "cluster node: rooms are shared with every node on the Redis at {}",
+            redact(url)
+        ),
+        None => println!("single node (set CHATROOM_REDIS_URL to share rooms through Redis)"),
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +463,27 @@ mod tests {
         let none = SiteConfig::from_lookup(|_| None).expect("defaults");
         assert_eq!(none.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(none.limits, Limits::default());
+        assert_eq!(
+            none.redis_url, None,
+            "a single node unless CHATROOM_REDIS_URL is set"
+        );
+        assert_eq!(none.node_lease, Duration::from_millis(6000));
+        let node = SiteConfig::from_lookup(|name| match name {
+            "CHATROOM_REDIS_URL" => Some(" redis://:secret@10.0.0.1:6379/ ".into()),
+            "CHATROOM_NODE_LEASE_MS" => Some("3000".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(
+            node.redis_url.as_deref(),
+            Some("redis://:secret@10.0.0.1:6379/")
+        );
+        assert_eq!(node.node_lease, Duration::from_millis(3000));
+        assert!(
+            !node.describe().contains("secret"),
+            "the password is not printed"
+        );
+        assert_eq!(redact("redis://u:p@h:1/"), "redis://u:***@h:1/");
         let set = SiteConfig::from_lookup(|name| match name {
             "CHATROOM_ADDR" => Some("0.0.0.0:9000".into()),
             "CHATROOM_RESUME_GRACE_MS" => Some("500".into()),

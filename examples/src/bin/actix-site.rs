@@ -40,7 +40,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let hub = config.hub_builder().runtime(rooms.handle().clone()).build();
+    // A cluster node's Redis connections live on the rooms' runtime too.
+    let builder = config.hub_builder().runtime(rooms.handle().clone());
+    let starting = config.clone();
+    let hub = match rooms
+        .spawn(async move { starting.start_hub(builder).await })
+        .await
+    {
+        Ok(Ok(hub)) => hub,
+        Ok(Err(e)) => {
+            eprintln!("actix-site: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("actix-site: could not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let limits = config.limits.clone();
     let chat = hub.clone();
     let server = HttpServer::new(move || {

@@ -33,8 +33,14 @@ async fn main() -> ExitCode {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    let hub = match config.start_hub(config.hub_builder()).await {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("axum-site: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     chatroom_examples::announce("axum-site", addr, &config);
-    let hub = config.hub();
     let limits = config.limits.clone();
     let app = chatroom_axum::router(hub.clone()).fallback(move |method: Method, uri: Uri| {
         let answer = if method == Method::GET || method == Method::HEAD {

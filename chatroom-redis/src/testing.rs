@@ -13,18 +13,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::RedisBackplane;
 use chatroom_core::{Hub, Limits};
-use chatroom_redis::RedisBackplane;
 
-pub(crate) struct RedisServer {
+/// A `redis-server` of this test alone; killed (and its directory removed) on drop.
+pub struct RedisServer {
     child: Child,
     dir: PathBuf,
-    pub(crate) url: String,
+    /// Its URL (`unix:///...`).
+    pub url: String,
 }
 
 impl RedisServer {
     /// Starts a server, or `None` (after saying so) when there is no `redis-server`.
-    pub(crate) fn start() -> Option<RedisServer> {
+    ///
+    /// # Panics
+    ///
+    /// When the server does not start, or is missing while `CHATROOM_REQUIRE_ALL=1`.
+    pub fn start() -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -70,16 +76,24 @@ impl RedisServer {
     }
 
     /// A hub that is a node of the cluster on this server.
-    pub(crate) async fn node(&self, limits: Limits) -> Hub {
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect.
+    pub async fn node(&self, limits: Limits) -> Hub {
         self.node_with(limits, |b| b).await.0
     }
 
     /// A node whose backplane `tune` adjusts, and the switch that crashes it.
-    pub(crate) async fn node_with(
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect.
+    pub async fn node_with(
         &self,
         limits: Limits,
         tune: impl FnOnce(RedisBackplane) -> RedisBackplane,
-    ) -> (Hub, chatroom_redis::CrashSwitch) {
+    ) -> (Hub, crate::CrashSwitch) {
         let backplane = tune(
             RedisBackplane::connect(&self.url)
                 .await
@@ -92,8 +106,12 @@ impl RedisServer {
         )
     }
 
-    /// Runs a command on the server.
-    pub(crate) async fn command(&self, args: &[&str]) -> redis::Value {
+    /// Runs a command on the server (`CLIENT PAUSE`, `FLUSHALL`, ...).
+    ///
+    /// # Panics
+    ///
+    /// When the command fails.
+    pub async fn command(&self, args: &[&str]) -> redis::Value {
         let client = redis::Client::open(self.url.as_str()).expect("a URL");
         let mut con = client
             .get_multiplexed_async_connection()
