@@ -825,6 +825,15 @@ impl Shared {
                     .query_async(&mut con)
                     .await;
                 match meta {
+                    Ok((Some(e), Some(seq))) if e == epoch && seq < delivered => {
+                        // The room's counter went backwards (a failover lost its tail):
+                        // what the members here saw is not what Redis has.
+                        tracing::warn!(
+                            room,
+                            "a room's event counter went backwards: members resume"
+                        );
+                        lock(&mirror).forget(resync());
+                    }
                     Ok((Some(e), Some(seq))) if e == epoch && seq > delivered => self.repair(&room),
                     Ok((e, _)) if epoch != 0 && e != Some(epoch) => self.repair(&room),
                     _ => {}
