@@ -341,6 +341,13 @@ pub trait Backplane: Send + Sync + 'static {
         let _ = room;
         Box::pin(std::future::ready(None))
     }
+    /// Ends the grace period of every away member of the room now, as if it had run
+    /// out: they leave, in join order. For tests of expiry without waiting.
+    #[cfg(any(test, feature = "testing"))]
+    fn expire_now(&self, room: NameKey) -> BoxFuture<'_, ()> {
+        let _ = room;
+        Box::pin(std::future::ready(()))
+    }
     /// Queues `count` system posts to the room without waiting (none if its queue is
     /// full), to test what a backlog does; returns how many were queued.
     #[cfg(test)]

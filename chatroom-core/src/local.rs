@@ -531,6 +531,16 @@ impl Backplane for LocalBackplane {
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn expire_now(&self, room: NameKey) -> BoxFuture<'_, ()> {
+        let handle = self.shared.handle(&room);
+        Box::pin(async move {
+            if let Some(h) = handle {
+                let _ = h.call(|done| Command::ExpireNow { done }).await;
+            }
+        })
+    }
+
     fn kick(
         &self,
         room: NameKey,
@@ -728,6 +738,11 @@ enum Command {
     Pause {
         paused: oneshot::Sender<()>,
         resume: oneshot::Receiver<()>,
+    },
+    /// Ends the grace period of every away member now (`testing::expire_away_now`).
+    #[cfg(any(test, feature = "testing"))]
+    ExpireNow {
+        done: oneshot::Sender<()>,
     },
     /// Panics inside the room task, as a bug would.
     #[cfg(test)]
@@ -983,7 +998,7 @@ impl RoomActor {
                 }
                 Command::Send { .. } | Command::Rename { .. } | Command::Disconnect { .. } => {}
                 #[cfg(any(test, feature = "testing"))]
-                Command::Pause { .. } => {}
+                Command::Pause { .. } | Command::ExpireNow { .. } => {}
                 #[cfg(test)]
                 Command::Fault => {}
             }
@@ -1058,6 +1073,15 @@ impl RoomActor {
             // Taken by the run loop.
             #[cfg(any(test, feature = "testing"))]
             Command::Pause { .. } => {}
+            #[cfg(any(test, feature = "testing"))]
+            Command::ExpireNow { done } => {
+                let mut at = now();
+                at.instant += Duration::from_secs(365 * 24 * 3600);
+                for (member, left) in self.room.expire_due(at) {
+                    self.deliver(&left, About::Departed(member, LeaveReason::Expired));
+                }
+                let _ = done.send(());
+            }
             Command::Kick {
                 name,
                 reason,

@@ -193,6 +193,15 @@ impl RoomPause {
     }
 }
 
+/// Ends the grace period of every away member of `room` now, as if it had run out:
+/// they leave (in join order) and the others get `left`. Completes once the room has
+/// done so. For tests of expiry that do not want to wait for the grace period.
+pub async fn expire_away_now(hub: &Hub, room: &str) {
+    if let Ok(room) = crate::name::RoomName::parse_max(room, hub.limits().max_room_chars) {
+        hub.backplane().expire_now(room.key().clone()).await;
+    }
+}
+
 /// Holds `room`'s task (its commands and its timers) until the returned guard is
 /// dropped, so that a test can queue commands from several connections behind it and
 /// see them handled in a known order. `None` if the room does not exist.

@@ -1,7 +1,9 @@
 -- The reaper: members of a dead node become away (until its lease end + grace), and
 -- away members whose grace ran out leave, in join order. Picks the members itself,
--- under Redis time. ARGV 7..: dead node ('' for none), its lease end (ms), grace (ms).
-local dead, lease_end, grace = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+-- under Redis time. ARGV 7..: dead node ('' for none), its lease end (ms), grace (ms),
+-- '1' to end every away member's grace now (tests).
+local dead, lease_end, grace, force = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1'
+
 local bad = fenced()
 if bad then return bad end
 if redis.call('EXISTS', K_META) == 0 then
@@ -23,7 +25,7 @@ local display = redis.call('HGET', K_META, 'display')
 local left = {}
 for _, mid in ipairs(order) do
   local score = redis.call('ZSCORE', K_AWAY, mid)
-  if score and tonumber(score) <= now then
+  if score and (force or tonumber(score) <= now) then
     local name = mget(mid, 'name')
     local id, frame
     id, n, frame = remove(mid, 'x', '')

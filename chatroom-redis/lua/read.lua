@@ -1,10 +1,12 @@
--- Reads one room. ARGV 7..: what ('room' | 'members' | 'links' | 'holder' | 'token'), a name key
+-- Reads one room. ARGV 7..: what ('room' | 'members' | 'links' | 'seq' | 'holder' | 'token'), a name key
 -- or token (holder, token).
 local what, arg = ARGV[7], ARGV[8]
 local bad = fenced()
 if bad then return bad end
 if redis.call('EXISTS', K_META) == 0 then return {'none'} end
-if what == 'holder' then
+if what == 'seq' then
+  return {'ok', redis.call('HGET', K_META, 'seq')}
+elseif what == 'holder' then
   local mid = redis.call('HGET', K_NAMES, arg)
   if not mid then return {'none'} end
   return {'ok', mget(mid, 'name')}

@@ -761,8 +761,16 @@ impl Shared {
 
     /// Runs `expire` on a room; true if it ran.
     async fn expire(&self, room: &str, dead: &str, lease_end: u64) -> bool {
+        self.expire_with(room, dead, lease_end, false).await
+    }
+
+    /// [`Shared::expire`], or with `force` every away member's grace ends now.
+    async fn expire_with(&self, room: &str, dead: &str, lease_end: u64, force: bool) -> bool {
         let mut call = self.call(&self.scripts.expire, room);
-        call.arg(dead).arg(lease_end).arg(self.grace_ms());
+        call.arg(dead)
+            .arg(lease_end)
+            .arg(self.grace_ms())
+            .arg(if force { "1" } else { "0" });
         let Ok(reply) = self.run(&call).await else {
             return false;
         };
@@ -1046,7 +1054,17 @@ impl Worker {
     async fn rename(&self, name: Result<DisplayName, RenameError>, reference: Option<Ref>) {
         let name = match name {
             Ok(n) => n,
-            Err(e) => return self.answer(self.now(), error_frame(&e, reference)),
+            Err(e) => {
+                // Refused before Redis saw it; still answered behind every event the
+                // room had at this moment, as on one node.
+                let mut call = self.shared.call(&self.shared.scripts.read, &self.room);
+                call.arg("seq").arg("");
+                let after = match self.shared.run(&call).await {
+                    Ok(reply) => reply.int(1).unwrap_or(0),
+                    Err(Unreachable) => self.now(),
+                };
+                return self.answer(after, error_frame(&e, reference));
+            }
         };
         let jname = serde_json::to_string(name.as_str()).unwrap_or_else(|_| "\"\"".to_owned());
         let mut call = self.shared.call(&self.shared.scripts.rename, &self.room);
@@ -1482,6 +1500,13 @@ impl Backplane for Node {
                     .await;
             }
             Ok(Some(id))
+        })
+    }
+
+    #[cfg(feature = "testing")]
+    fn expire_now(&self, room: NameKey) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.expire_with(&room_id(&room), "", 0, true).await;
         })
     }
 
