@@ -77,6 +77,46 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Its process id, for CPU time and RSS from /proc.
     pub pid: Option<u32>,
+    /// The other nodes of a cluster: connections go round-robin over `addr` and these
+    /// (the `n`th connection to the `n mod k`th address), so that the members of a
+    /// room, its senders among them, are spread over the nodes.
+    pub also: [Option<SocketAddr>; MORE],
+    /// More processes whose CPU time counts as the server's (the other nodes, the
+    /// cluster's Redis).
+    pub also_pids: [Option<u32>; MORE],
+}
+
+/// How many more nodes (and processes) a [`Target`] can have.
+pub const MORE: usize = 7;
+
+impl Target {
+    /// One server at `addr` (with its pid, for CPU time and memory).
+    pub fn new(addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target {
+            addr,
+            pid,
+            also: [None; MORE],
+            also_pids: [None; MORE],
+        }
+    }
+
+    /// The address of the `n`th connection.
+    pub fn addr_for(&self, n: u32) -> SocketAddr {
+        let more: Vec<SocketAddr> = self.also.iter().flatten().copied().collect();
+        match (n as usize) % (more.len() + 1) {
+            0 => self.addr,
+            i => more[i - 1],
+        }
+    }
+
+    /// CPU seconds (user + system) of the server's processes so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let mut total = cpu_seconds(self.pid?)?;
+        for pid in self.also_pids.iter().flatten() {
+            total += cpu_seconds(*pid)?;
+        }
+        Some(total)
+    }
 }
 
 /// What a scenario measured.
@@ -244,13 +284,13 @@ pub(crate) async fn open_with(
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .map_err(|e| format!("bind a loopback source address: {e}"))?;
     let stream = socket
-        .connect(target.addr)
+        .connect(target.addr_for(n))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     stream
         .set_nodelay(true)
         .map_err(|e| format!("nodelay: {e}"))?;
-    let url = format!("ws://{}/ws", target.addr);
+    let url = format!("ws://{}/ws", target.addr_for(n));
     // tungstenite zero-fills its whole read buffer before every read (128 KiB by
     // default): a small one keeps the generator's CPU for the server.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
@@ -329,7 +369,7 @@ fn finish(
     tally: &Tally,
     expected: u64,
     first_send_ns: u64,
-    cpu: Option<(u32, f64)>,
+    cpu: Option<(&Target, f64)>,
 ) -> Report {
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let last = tally.last_delivery_ns.load(Ordering::Relaxed);
@@ -339,8 +379,8 @@ fn finish(
         .try_lock()
         .map(|h| h.clone())
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
-    let server_cpu_s_per_million = cpu.and_then(|(pid, before)| {
-        let used = cpu_seconds(pid)? - before;
+    let server_cpu_s_per_million = cpu.and_then(|(target, before)| {
+        let used = target.cpu_seconds()? - before;
         (delivered > 0).then(|| used / delivered as f64 * 1e6)
     });
     Report {
@@ -491,7 +531,7 @@ impl Broadcast {
             Pace::Every(period) => period * self.messages,
         };
         let deadline = Instant::now() + sending_time + DRAIN_LIMIT;
-        let cpu = target.pid.and_then(|p| cpu_seconds(p).map(|c| (p, c)));
+        let cpu = target.cpu_seconds();
         let first = tally.stamp();
         let mut tasks = Vec::new();
         for members in all {
@@ -518,7 +558,13 @@ impl Broadcast {
             let _ = t.await;
         }
         let expected = u64::from(self.rooms) * u64::from(self.clients) * per_client;
-        let mut report = finish(self.name, &tally, expected, first, cpu);
+        let mut report = finish(
+            self.name,
+            &tally,
+            expected,
+            first,
+            cpu.map(|c| (&target, c)),
+        );
         report.joins_per_sec = joins;
         report
     }

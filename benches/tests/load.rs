@@ -17,10 +17,7 @@ async fn every_scenario_runs_small_and_loses_nothing() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, chatroom_axum::router(hub)).await });
-    let target = Target {
-        addr,
-        pid: Some(std::process::id()),
-    };
+    let target = Target::new(addr, Some(std::process::id()));
 
     let burst = run(
         &Scenario::Burst {

@@ -178,10 +178,7 @@ async fn a_short_soak_loses_nothing_and_leaves_nothing_behind() {
             settle: Duration::from_secs(20),
             sample_every: Duration::from_secs(5),
         };
-        let target = Target {
-            addr,
-            pid: Some(child.id()),
-        };
+        let target = Target::new(addr, Some(child.id()));
         let report = run(&Scenario::Soak(plan), target).await;
         eprintln!("{binary}\n{}", report.table());
         let soak = report.soak.expect("soak figures");

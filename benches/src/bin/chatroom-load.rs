@@ -15,7 +15,10 @@
 //!                      --http 200 --churners 200 --nonreaders 100
 //! ```
 //!
-//! `--threads N` sets the generator's worker threads (default 2).
+//! `--threads N` sets the generator's worker threads (default 2). For a cluster,
+//! `--addr` takes a comma-separated list of nodes (connections go round-robin over
+//! them) and `--pid` a list of processes whose CPU counts as the server's (every node
+//! and the Redis server).
 //! Prints a table, then one line of JSON. Targets loopback addresses only.
 
 use std::collections::HashMap;
@@ -23,7 +26,9 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use chatroom_benches::{AbusePlan, Scenario, SoakPlan, Target, check_target, raise_fd_limit, run};
+use chatroom_benches::{
+    AbusePlan, MORE, Scenario, SoakPlan, Target, check_target, raise_fd_limit, run,
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,16 +56,33 @@ fn main() -> ExitCode {
         })
     };
     let parsed = (|| -> Result<(Scenario, Target, u32), String> {
-        let addr = opts
-            .get("addr")
-            .unwrap_or(&"127.0.0.1:8080")
-            .parse()
-            .map_err(|_| "--addr: not HOST:PORT".to_string())?;
-        check_target(addr)?;
-        let pid = opts
-            .get("pid")
-            .map(|p| p.parse().map_err(|_| "--pid: not a number".to_string()))
-            .transpose()?;
+        let mut addrs = Vec::new();
+        for a in opts.get("addr").unwrap_or(&"127.0.0.1:8080").split(',') {
+            let addr = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("--addr: {a} is not HOST:PORT"))?;
+            check_target(addr)?;
+            addrs.push(addr);
+        }
+        let mut pids = Vec::new();
+        for p in opts.get("pid").map(|p| p.split(',')).into_iter().flatten() {
+            pids.push(
+                p.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("--pid: {p} is not a number"))?,
+            );
+        }
+        if addrs.len() > MORE + 1 || pids.len() > MORE + 1 {
+            return Err(format!("at most {} addresses and pids", MORE + 1));
+        }
+        let mut target = Target::new(addrs[0], pids.first().copied());
+        for (slot, addr) in target.also.iter_mut().zip(&addrs[1..]) {
+            *slot = Some(*addr);
+        }
+        for (slot, pid) in target.also_pids.iter_mut().zip(pids.iter().skip(1)) {
+            *slot = Some(*pid);
+        }
         let scenario = match scenario.as_str() {
             "burst" => Scenario::Burst {
                 rooms: num("rooms", 1)?,
@@ -122,7 +144,7 @@ fn main() -> ExitCode {
         };
         // The generator's own worker threads (it shares the machine with the server).
         let threads = num("threads", 2)?.max(1);
-        Ok((scenario, Target { addr, pid }, threads))
+        Ok((scenario, target, threads))
     })();
     let (scenario, target, threads) = match parsed {
         Ok(p) => p,

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The cost of the cluster per message: the burst and steady scenarios on
+#   local   1 node, in-process backplane
+#   redis1  1 node on Redis
+#   redis3  3 nodes on one Redis (connections round-robin over the nodes, so the members
+#           of a room, senders among them, are spread over them)
+# all with axum-site, RUNS times each, in one run; prints medians (min-max).
+# Server CPU counts every node and redis-server. Redis round trips per message are
+# Redis's own count of commands (INFO commandstats) over the messages sent.
+#
+#   benches/cluster.sh            # RUNS=3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+OUT=${OUT:-target/bench-cluster}
+mkdir -p "$OUT"
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+command -v redis-server >/dev/null || { echo "needs redis-server" >&2; exit 1; }
+
+cargo build --release -p chatroom-examples -p chatroom-benches --bins >&2
+
+# name, chatroom-load arguments, messages sent (for round trips per message)
+scenarios=(
+  "burst|burst --rooms 1 --clients 100 --senders 1 --messages 2000|2000"
+  "steady|steady --rooms 10 --clients 50 --rate 200 --seconds 10|20000"
+)
+
+free_port() { echo $((20000 + RANDOM % 20000)); }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+commands() { redis-cli -p "$1" INFO commandstats | awk -F'[=,:]' '/^cmdstat_/ {n += $3} END {print n}'; }
+
+for setup in local redis1 redis3; do
+  for scenario in "${scenarios[@]}"; do
+    IFS='|' read -r name args messages <<<"$scenario"
+    for run in $(seq 1 "$RUNS"); do
+      redis_pid=""; env=()
+      if [ "$setup" != local ]; then
+        rport=$(free_port)
+        redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+          --maxmemory-policy noeviction >/dev/null 2>&1 &
+        redis_pid=$!
+        wait_port "$rport"
+        env=(CHATROOM_REDIS_URL=redis://127.0.0.1:$rport/)
+      fi
+      nodes=1; [ "$setup" = redis3 ] && nodes=3
+      addrs=(); pids=()
+      for _ in $(seq 1 "$nodes"); do
+        port=$(free_port)
+        env "${env[@]}" CHATROOM_ADDR=127.0.0.1:$port CHATROOM_RATE_BURST=1000000 \
+          CHATROOM_RATE_PER_SEC=1000000 CHATROOM_MAX_MEMBERS=100000 RUST_LOG=error \
+          target/release/axum-site >/dev/null 2>&1 &
+        pids+=($!); addrs+=(127.0.0.1:$port)
+        wait_port "$port"
+      done
+      all_pids=("${pids[@]}"); [ -n "$redis_pid" ] && all_pids+=("$redis_pid")
+      before=0; [ -n "$redis_pid" ] && before=$(commands "$rport")
+      echo "== $setup $name run $run" >&2
+      # shellcheck disable=SC2086
+      target/release/chatroom-load $args --addr "$(IFS=,; echo "${addrs[*]}")" \
+        --pid "$(IFS=,; echo "${all_pids[*]}")" \
+        | tee /dev/stderr | tail -n 1 > "$OUT/$setup-$name-$run.json" || true
+      if [ -n "$redis_pid" ]; then
+        after=$(commands "$rport")
+        python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['redis_per_message']=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); json.dump(d,open(p,'w'))" \
+          "$OUT/$setup-$name-$run.json" "$after" "$before" "$messages" || true
+      fi
+      for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+      for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+      [ -n "$redis_pid" ] && { kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; }
+    done
+  done
+done
+
+python3 - "$OUT" "$RUNS" <<'PY'
+import json, statistics, sys, pathlib
+out, runs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+cols = [("deliveries_per_sec", "deliveries/s", "{:,.0f}"), ("lost", "lost", "{:.0f}"),
+        ("p50", "p50 µs", "{:.0f}"), ("p99", "p99 µs", "{:.0f}"),
+        ("server_cpu_s_per_million", "CPU s/M (nodes+redis)", "{:.2f}"),
+        ("redis_per_message", "Redis cmds/msg", "{:.2f}")]
+for name in ["burst", "steady"]:
+    print(f"\n{name}")
+    print("| setup | " + " | ".join(c[1] for c in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for setup in ["local", "redis1", "redis3"]:
+        rows = []
+        for run in range(1, runs + 1):
+            try:
+                d = json.loads((out / f"{setup}-{name}-{run}.json").read_text())
+            except Exception:
+                continue
+            d["p50"], d["p99"] = d["latency_us"][0], d["latency_us"][1]
+            rows.append(d)
+        cells = []
+        for key, _, fmt in cols:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if not vals:
+                cells.append("-")
+                continue
+            med = statistics.median(vals)
+            cells.append(f"{fmt.format(med)} ({fmt.format(min(vals))}–{fmt.format(max(vals))})")
+        print(f"| {setup} | " + " | ".join(cells) + " |")
+PY
