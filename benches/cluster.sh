@@ -34,7 +34,10 @@ wait_port() {
   done
   return 1
 }
+# Every command Redis ran (those inside scripts too), and the round trips: the calls a
+# node makes (scripts, and the XRANGE/HMGET/SMEMBERS/ZRANGEBYSCORE it sends itself).
 commands() { redis-cli -p "$1" INFO commandstats | awk -F'[=,:]' '/^cmdstat_/ {n += $3} END {print n}'; }
+trips() { redis-cli -p "$1" INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval|xrange|hmget|smembers|zrangebyscore):/ {n += $3} END {print n}'; }
 
 for setup in local redis1 redis3; do
   for scenario in "${scenarios[@]}"; do
@@ -60,16 +63,18 @@ for setup in local redis1 redis3; do
         wait_port "$port"
       done
       all_pids=("${pids[@]}"); [ -n "$redis_pid" ] && all_pids+=("$redis_pid")
-      before=0; [ -n "$redis_pid" ] && before=$(commands "$rport")
+      before=0; tbefore=0
+      [ -n "$redis_pid" ] && { before=$(commands "$rport"); tbefore=$(trips "$rport"); }
       echo "== $setup $name run $run" >&2
       # shellcheck disable=SC2086
       target/release/chatroom-load $args --addr "$(IFS=,; echo "${addrs[*]}")" \
         --pid "$(IFS=,; echo "${all_pids[*]}")" \
         | tee /dev/stderr | tail -n 1 > "$OUT/$setup-$name-$run.json" || true
       if [ -n "$redis_pid" ]; then
-        after=$(commands "$rport")
-        python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['redis_per_message']=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); json.dump(d,open(p,'w'))" \
-          "$OUT/$setup-$name-$run.json" "$after" "$before" "$messages" || true
+        after=$(commands "$rport"); tafter=$(trips "$rport")
+        # Per message taken (sent minus refused).
+        python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); m=int(sys.argv[4])-d.get('refused',0); d['redis_per_message']=(int(sys.argv[2])-int(sys.argv[3]))/m; d['trips_per_message']=(int(sys.argv[5])-int(sys.argv[6]))/m; json.dump(d,open(p,'w'))" \
+          "$OUT/$setup-$name-$run.json" "$after" "$before" "$messages" "$tafter" "$tbefore" || true
       fi
       for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
       for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -82,9 +87,11 @@ python3 - "$OUT" "$RUNS" <<'PY'
 import json, statistics, sys, pathlib
 out, runs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 cols = [("deliveries_per_sec", "deliveries/s", "{:,.0f}"), ("lost", "lost", "{:.0f}"),
+        ("refused", "refused msgs", "{:.0f}"),
         ("p50", "p50 µs", "{:.0f}"), ("p99", "p99 µs", "{:.0f}"),
         ("server_cpu_s_per_million", "CPU s/M (nodes+redis)", "{:.2f}"),
-        ("redis_per_message", "Redis cmds/msg", "{:.2f}")]
+        ("trips_per_message", "round trips/msg", "{:.2f}"),
+        ("redis_per_message", "Redis cmds/msg", "{:.1f}")]
 for name in ["burst", "steady"]:
     print(f"\n{name}")
     print("| setup | " + " | ".join(c[1] for c in cols) + " |")

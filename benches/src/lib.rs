@@ -128,8 +128,13 @@ pub struct Report {
     pub expected: u64,
     /// Deliveries received.
     pub delivered: u64,
-    /// `expected - delivered`.
+    /// Deliveries expected but neither received nor refused: `expected - delivered -
+    /// refused x members per message`. Must be 0.
     pub lost: u64,
+    /// Messages the server refused (the sender was answered `rate_limited`: its room,
+    /// or on a cluster its connection's queue to Redis, was full). A refused message
+    /// has no effect, so its deliveries are not expected.
+    pub refused: u64,
     /// Wall time from the first send to the last delivery, in seconds.
     pub seconds: f64,
     /// Deliveries per second over that time.
@@ -165,6 +170,9 @@ impl Report {
                     self.delivered, self.expected, self.lost
                 ),
             );
+            if self.refused > 0 {
+                out += &row("refused messages", self.refused.to_string());
+            }
         }
         if self.latency_us[3] > 0 {
             out += &row("deliveries/s", format!("{:.0}", self.deliveries_per_sec));
@@ -345,6 +353,8 @@ async fn connect(target: &Target, n: u32, room: &str, name: &str) -> Socket {
 struct Tally {
     start: Instant,
     delivered: AtomicU64,
+    /// Messages answered `rate_limited` (refused, without effect).
+    refused: AtomicU64,
     last_delivery_ns: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
@@ -354,6 +364,7 @@ impl Tally {
         Arc::new(Tally {
             start: Instant::now(),
             delivered: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
         })
@@ -367,11 +378,12 @@ impl Tally {
 fn finish(
     name: &str,
     tally: &Tally,
-    expected: u64,
+    (expected, per_message): (u64, u64),
     first_send_ns: u64,
     cpu: Option<(&Target, f64)>,
 ) -> Report {
     let delivered = tally.delivered.load(Ordering::Relaxed);
+    let refused = tally.refused.load(Ordering::Relaxed);
     let last = tally.last_delivery_ns.load(Ordering::Relaxed);
     let seconds = (last.saturating_sub(first_send_ns)) as f64 / 1e9;
     let h = tally
@@ -387,7 +399,10 @@ fn finish(
         scenario: name.into(),
         expected,
         delivered,
-        lost: expected.saturating_sub(delivered),
+        lost: expected
+            .saturating_sub(delivered)
+            .saturating_sub(refused.saturating_mul(per_message)),
+        refused,
         seconds,
         deliveries_per_sec: if seconds > 0.0 {
             delivered as f64 / seconds
@@ -558,10 +573,12 @@ impl Broadcast {
             let _ = t.await;
         }
         let expected = u64::from(self.rooms) * u64::from(self.clients) * per_client;
+        // Each message goes to every member of its room.
+        let per_message = u64::from(self.clients);
         let mut report = finish(
             self.name,
             &tally,
-            expected,
+            (expected, per_message),
             first,
             cpu.map(|c| (&target, c)),
         );
@@ -641,6 +658,10 @@ where
                 break;
             };
             let Message::Text(text) = msg else { continue };
+            if text.contains(r#""code":"rate_limited""#) {
+                tally.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let Some(sent) = sent_at(&text) else { continue };
             if let Some(sent) = sent {
                 last = tally.stamp();
