@@ -275,12 +275,17 @@ impl Room {
     }
 
     /// The retained events after `since` (all with `None`), and whether some events
-    /// after `since` are no longer retained: a welcome's `history` and `gap`.
+    /// after `since` are no longer retained: a welcome's `history` and `gap`. A `since`
+    /// beyond the last event is a gap too (the client saw events the room does not
+    /// have), with everything retained.
     pub fn history_since(&self, since: Option<u64>) -> (Vec<TextFrame>, bool) {
         let oldest = self.history.front().map_or(self.last_id + 1, |(id, _)| *id);
         let (skip_through, gap) = match since {
             None => (0, false),
-            Some(s) if s >= self.last_id => (self.last_id, false),
+            Some(s) if s == self.last_id => (self.last_id, false),
+            // The client has events this room never had (or no longer has: a cluster's
+            // store lost them): everything retained, and a gap.
+            Some(s) if s > self.last_id => (0, true),
             Some(s) => (s, s + 1 < oldest),
         };
         let history = self

@@ -12,6 +12,9 @@ if exists then
   if tonumber(redis.call('HGET', K_META, 'n')) >= max_members then return {'room_full'} end
 else
   if redis.call('ZCARD', K_ROOMS) >= max_rooms then return {'too_many_rooms'} end
+  -- Epochs start from the clock, so that a data set that Redis lost and began again
+  -- does not reuse the epochs of the rooms that nodes still remember.
+  if redis.call('EXISTS', K_EPOCH) == 0 then redis.call('SET', K_EPOCH, num(now)) end
   local epoch = redis.call('INCR', K_EPOCH)
   redis.call('DEL', K_EV, K_NAMES, K_ORDER, K_TOK, K_AWAY, K_MEM)
   redis.call('HSET', K_META, 'display', display, 'epoch', epoch, 'seq', 0, 'ts', 0, 'n', 0, 'jn', 0, 'gen', 0)

@@ -14,6 +14,14 @@ if now >= tonumber(redis.call('GET', KEYS[2]) or '0') then
     end
   end
 end
+-- Tombstones are kept for a day (a node paused longer than that is long gone), then
+-- forgotten once their node's rooms were all expired.
+local dead = redis.call('HGETALL', KEYS[3])
+for i = 1, #dead, 2 do
+  if tonumber(dead[i + 1]) < now - 86400000 and redis.call('SISMEMBER', KEYS[4], dead[i]) == 0 then
+    redis.call('HDEL', KEYS[3], dead[i])
+  end
+end
 local out = {}
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   out[#out + 1] = n

@@ -8,7 +8,9 @@ local mid = redis.call('HGET', K_TOK, redis.sha1hex(token))
 if not mid then return {'resume_failed'} end
 local name = mget(mid, 'name')
 if name ~= expected then return {'renamed'} end
-local oldnode, oldlink, state = mget(mid, 'node'), mget(mid, 'link'), mget(mid, 'state')
+local oldnode, oldlink, state = mget(mid, 'node') or '', mget(mid, 'link') or '', mget(mid, 'state')
+-- Past its grace but not reaped yet: gone all the same.
+if state == 'a' and tonumber(mget(mid, 'until') or '0') <= now then return {'resume_failed'} end
 redis.call('HSET', K_MEM, mid .. ':node', node, mid .. ':link', link, mid .. ':state', 'p')
 redis.call('HDEL', K_MEM, mid .. ':until')
 redis.call('ZREM', K_AWAY, mid)

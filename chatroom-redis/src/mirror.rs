@@ -98,6 +98,8 @@ pub(crate) struct Local {
     /// A `leave` waiting for its `left` event.
     pub(crate) leaving: Option<oneshot::Sender<bool>>,
     pub(crate) context: Arc<ConnectionContext>,
+    /// When it was attached: a check of links read before then says nothing about it.
+    pub(crate) attached: std::time::Instant,
 }
 
 impl Local {
@@ -114,6 +116,7 @@ impl Local {
             answers: VecDeque::new(),
             leaving: None,
             context,
+            attached: std::time::Instant::now(),
         }
     }
 }
@@ -194,14 +197,17 @@ impl Mirror {
                 continue;
             }
             if ev.kind.removes_actor() && ev.actor == mid {
-                flush(local, ev.id - 1);
+                flush(local, ev.id.saturating_sub(1));
                 gone.push(mid);
                 continue;
             }
             match local.sender.push(ev.frame.clone()) {
                 Ok(()) => {
-                    local.next = ev.id + 1;
-                    flush(local, ev.id);
+                    local.next = ev.id.saturating_add(1);
+                    if !flush(local, ev.id) {
+                        effects.slow.push((mid, local.link));
+                        gone.push(mid);
+                    }
                 }
                 Err(PushError::Full) => {
                     effects.slow.push((mid, local.link));
@@ -211,19 +217,11 @@ impl Mirror {
             }
         }
         for mid in gone {
-            let Some(mut local) = self.members.remove(&mid) else {
+            let Some(local) = self.members.remove(&mid) else {
                 continue;
             };
             if ev.actor == mid && ev.kind.removes_actor() {
-                match ev.kind {
-                    Kind::Kicked => local.sender.end(Some(CloseFrame::removed(&ev.reason))),
-                    _ => {
-                        if let Some(done) = local.leaving.take() {
-                            let _ = done.send(true);
-                        }
-                        local.sender.end(None);
-                    }
-                }
+                removed(local, ev);
             } else if effects.slow.iter().any(|(m, _)| *m == mid) {
                 local.sender.end(Some(CloseFrame::slow_consumer()));
             }
@@ -266,7 +264,7 @@ impl Mirror {
             }
             for ev in self.ring.iter().filter(|e| e.id > at) {
                 if ev.kind.removes_actor() && ev.actor == member {
-                    local.sender.end(None);
+                    removed(local, ev);
                     return;
                 }
                 if local.sender.push(ev.frame.clone()).is_err() {
@@ -294,18 +292,28 @@ impl Mirror {
             .retain(|id, ev| ev.epoch == epoch && *id > delivered);
     }
 
-    /// Queues an answer for `member` behind event `after` (0: behind nothing).
-    pub(crate) fn answer(&mut self, member: MemberId, link: u64, after: u64, frame: TextFrame) {
-        let Some(local) = self.members.get_mut(&member) else {
-            return;
-        };
-        if local.link != link {
-            return;
-        }
-        if local.next > after {
-            let _ = local.sender.push(frame);
-        } else {
+    /// Queues an answer for `member` behind event `after` (0: behind nothing). A
+    /// member whose queue has no room for it is cut off as a slow consumer (returned,
+    /// to be made away).
+    pub(crate) fn answer(
+        &mut self,
+        member: MemberId,
+        link: u64,
+        after: u64,
+        frame: TextFrame,
+    ) -> Option<(MemberId, u64)> {
+        let local = self.members.get_mut(&member).filter(|l| l.link == link)?;
+        if local.next <= after {
             local.answers.push_back((after, frame));
+            return None;
+        }
+        match local.sender.push(frame) {
+            Ok(()) | Err(PushError::Closed) => None,
+            Err(PushError::Full) => {
+                let local = self.members.remove(&member)?;
+                local.sender.end(Some(CloseFrame::slow_consumer()));
+                Some((member, link))
+            }
         }
     }
 
@@ -343,16 +351,36 @@ impl Mirror {
     }
 }
 
-/// Delivers the answers that were waiting for event `upto`.
-fn flush(local: &mut Local, upto: u64) {
+/// Delivers the answers that were waiting for event `upto`; false if the member's
+/// queue had no room for one (a slow consumer).
+fn flush(local: &mut Local, upto: u64) -> bool {
     while local
         .answers
         .front()
         .is_some_and(|(after, _)| *after <= upto)
     {
-        if let Some((_, frame)) = local.answers.pop_front() {
-            let _ = local.sender.push(frame);
+        if let Some((_, frame)) = local.answers.pop_front()
+            && local.sender.push(frame) == Err(PushError::Full)
+        {
+            return false;
         }
+    }
+    true
+}
+
+/// Ends the queue of a member that event `ev` removed: a kick closes with 4003 and its
+/// reason, a leave completes (the leaver gets no `left`), and anything else (the member
+/// expired while a stale connection of it was still here) asks the client to resume.
+fn removed(mut local: Local, ev: &Ev) {
+    match ev.kind {
+        Kind::Kicked => local.sender.end(Some(CloseFrame::removed(&ev.reason))),
+        Kind::Left if local.leaving.is_some() => {
+            if let Some(done) = local.leaving.take() {
+                let _ = done.send(true);
+            }
+            local.sender.end(None);
+        }
+        _ => local.sender.end(Some(resync())),
     }
 }
 

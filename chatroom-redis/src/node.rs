@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     last_renewed: Mutex<tokio::time::Instant>,
     /// A test's "crash": the node stops calling Redis at all.
     pub(crate) crashed: CancellationToken,
+    /// One reaping round at a time.
+    reaping: Arc<tokio::sync::Semaphore>,
     pub(crate) client: redis::Client,
     pub(crate) con: ConnectionManager,
     pub(crate) scripts: Scripts,
@@ -87,6 +89,7 @@ impl Shared {
             instance: Mutex::new(instance),
             last_renewed: Mutex::new(tokio::time::Instant::now()),
             crashed,
+            reaping: Arc::new(tokio::sync::Semaphore::new(1)),
             client,
             con,
             scripts: Scripts::new(),
@@ -150,23 +153,50 @@ impl Shared {
         if self.crashed.is_cancelled() {
             return Err(Unreachable);
         }
+        let (sent_as, sent_with) = (self.node(), self.instance());
         let value = store::run(call, &self.con, self.options.call_timeout).await?;
         let reply = Reply::new(value);
         match reply.status().as_str() {
             // Past the deadline: the call's caller has already given up.
             "late" => Err(Unreachable),
             "lost" => {
-                self.data_lost().await;
+                self.data_lost(&sent_with).await;
+                Err(Unreachable)
+            }
+            "reaped" => {
+                self.reaped(&sent_as);
                 Err(Unreachable)
             }
             _ => Ok(reply),
         }
     }
 
+    /// The others took this node for dead (a long pause?) and made its members away:
+    /// its connections close so that their clients resume, and the node goes on under
+    /// a new id (the old one stays dead, and no script acts under it any more).
+    fn reaped(&self, old: &str) {
+        {
+            let mut node = lock(&self.node);
+            if *node != old {
+                return;
+            }
+            tracing::error!("this node's lease was reaped: its members resume");
+            *node = crate::random_hex();
+        }
+        self.close_everything(CloseFrame::new(
+            close_code::SERVICE_RESTART,
+            "node lease lost; resume",
+        ));
+    }
+
     /// Redis lost its data (its instance id changed or is gone): every membership of
     /// this node is void (its token too). Members close with 1012 and join afresh; the
     /// node adopts the data set Redis has now. Names are never re-asserted from memory.
-    async fn data_lost(&self) {
+    async fn data_lost(&self, sent_with: &str) {
+        if self.instance() != sent_with {
+            // A late answer to a call made before the node adopted the new data set.
+            return;
+        }
         tracing::error!("Redis lost this cluster's data: every membership here ends with 1012");
         // Adopt the data set Redis has now before the clients hear about it, so that
         // their fresh joins find the node ready.
@@ -223,6 +253,10 @@ impl Shared {
             drop(subs);
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
+        if subs.sink.is_none() {
+            // Reconnecting: a subscription made now could not be confirmed.
+            return Err(Unreachable);
+        }
         let mirror = self.mirror(room);
         lock(&mirror).pins += 1;
         let channel = store::channel(room);
@@ -316,19 +350,8 @@ impl Shared {
         if epoch == 0 {
             return Ok(Vec::new());
         }
-        let mut con = self.con.clone();
-        let mut xrange = redis::cmd("XRANGE");
-        xrange
-            .arg(store::stream(room))
-            .arg(format!("{from}-1"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(10_000);
-        let read = xrange.query_async::<Value>(&mut con);
-        let value = match tokio::time::timeout(self.options.call_timeout, read).await {
-            Ok(Ok(v)) => v,
-            _ => return Err(Repair::Unreachable),
-        };
+        // The counter first: whatever it counts is in the stream by the time it is read
+        // (unless trimmed away), so an empty read below it is a real gap.
         let mut meta_con = self.con.clone();
         let meta: (Option<u64>, Option<u64>) = match tokio::time::timeout(
             self.options.call_timeout,
@@ -343,8 +366,24 @@ impl Shared {
             Ok(Ok(v)) => v,
             _ => return Err(Repair::Unreachable),
         };
+        let mut con = self.con.clone();
+        let mut xrange = redis::cmd("XRANGE");
+        xrange
+            .arg(store::stream(room))
+            .arg(format!("{from}-1"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(10_000);
+        let read = xrange.query_async::<Value>(&mut con);
+        let value = match tokio::time::timeout(self.options.call_timeout, read).await {
+            Ok(Ok(v)) => v,
+            _ => return Err(Repair::Unreachable),
+        };
         let events = parse_entries(&value, epoch);
         match meta {
+            // The room's counter went backwards (a failover lost its tail): what the
+            // members here saw is not what Redis has.
+            (Some(e), Some(seq)) if e == epoch && seq + 1 < from => Err(Repair::Unrepairable),
             (Some(e), Some(seq)) if e == epoch => {
                 // The stream must start at `from` if anything from there on exists.
                 match events.first() {
@@ -366,35 +405,30 @@ impl Shared {
         }
     }
 
-    /// The member's connection ended (or was cut off): it becomes away.
+    /// The member's connection ended (or was cut off): it becomes away. Retried (each
+    /// time with a fresh deadline) until Redis answers: a member must not stay present
+    /// without a connection. A node that crashed, or whose lease was reaped, leaves it
+    /// to the reaper.
     async fn disconnect_member(&self, room: &str, member: MemberId, link: u64) {
         if let Some(mirror) = self.existing_mirror(room) {
             lock(&mirror).detach(member, link, None);
         }
-        let call = {
-            let mut c = self.call(&self.scripts.disconnect, room);
-            c.arg(member).arg(link).arg(self.grace_ms()).arg("");
-            c
-        };
-        // A disconnect that cannot reach Redis is retried: a member must not stay
-        // present without a connection.
-        for attempt in 0..20u32 {
+        let mut attempt = 0u64;
+        loop {
             if self.crashed.is_cancelled() {
                 return;
             }
-            match self.run(&call).await {
-                Ok(_) => return,
-                Err(Unreachable) if self.cancel.is_cancelled() && attempt > 2 => return,
-                Err(Unreachable) => {
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
-                }
+            let mut call = self.call(&self.scripts.disconnect, room);
+            call.arg(member).arg(link).arg(self.grace_ms()).arg("");
+            if self.run(&call).await.is_ok() {
+                return;
             }
+            attempt += 1;
+            if attempt.is_multiple_of(50) {
+                tracing::warn!(room, member, "still cannot mark a member away; retrying");
+            }
+            tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;
         }
-        tracing::warn!(
-            room,
-            member,
-            "could not mark a member away; the reaper will"
-        );
     }
 
     /// A join or resume whose answer never came may have run: the member could be
@@ -639,7 +673,15 @@ impl Shared {
             if renewed {
                 *lock(&self.last_renewed) = tokio::time::Instant::now();
                 closed_for_outage = false;
-                self.reap().await;
+                // Reaping (a script per room of a dead node) must not hold up the next
+                // renewal: it runs beside it, one round at a time.
+                if let Ok(permit) = self.reaping.clone().try_acquire_owned() {
+                    let me = self.clone();
+                    self.context.spawn(async move {
+                        me.reap().await;
+                        drop(permit);
+                    });
+                }
             } else if !closed_for_outage
                 && lock(&self.last_renewed).elapsed() > self.options.outage_limit
             {
@@ -658,16 +700,17 @@ impl Shared {
     }
 
     async fn heartbeat(&self, lease: Duration, interval: Duration) -> bool {
+        let (sent_as, sent_with) = (self.node(), self.instance());
         let mut call = self.scripts.heartbeat.prepare_invoke();
         call.key(PartitionKeys::nodes())
             .key(PartitionKeys::heartbeat())
             .key(PartitionKeys::holdoff())
             .key(PartitionKeys::dead())
             .key(PartitionKeys::instance())
-            .arg(self.node())
+            .arg(&sent_as)
             .arg(lease.as_millis() as u64)
             .arg(interval.as_millis() as u64)
-            .arg(self.instance());
+            .arg(&sent_with);
         let sent = SystemTime::now();
         let Ok(value) = store::run(&call, &self.con, self.options.call_timeout).await else {
             return false;
@@ -684,19 +727,11 @@ impl Shared {
                 true
             }
             "reaped" => {
-                // The others took this node for dead (a long pause?) and made its members
-                // away: its connections close so that their clients resume, and the node
-                // goes on under a new id (the old one stays dead).
-                tracing::error!("this node's lease was reaped: its members resume");
-                *lock(&self.node) = crate::random_hex();
-                self.close_everything(CloseFrame::new(
-                    close_code::SERVICE_RESTART,
-                    "node lease lost; resume",
-                ));
+                self.reaped(&sent_as);
                 false
             }
             _ => {
-                self.data_lost().await;
+                self.data_lost(&sent_with).await;
                 false
             }
         }
@@ -722,11 +757,12 @@ impl Shared {
                 continue;
             };
             let mut con = self.con.clone();
-            let rooms: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(PartitionKeys::node_rooms(&dead))
-                .query_async(&mut con)
-                .await
-                .unwrap_or_default();
+            let mut smembers = redis::cmd("SMEMBERS");
+            smembers.arg(PartitionKeys::node_rooms(&dead));
+            let read = smembers.query_async::<Vec<String>>(&mut con);
+            let Ok(Ok(rooms)) = tokio::time::timeout(self.options.call_timeout, read).await else {
+                continue;
+            };
             let mut all = true;
             for room in rooms {
                 all &= self.expire(&room, &dead, lease_end).await;
@@ -747,13 +783,13 @@ impl Shared {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
             + self.offset_ms.load(Ordering::Relaxed);
-        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(PartitionKeys::due())
-            .arg("-inf")
-            .arg(now)
-            .query_async(&mut con)
-            .await
-            .unwrap_or_default();
+        let mut range = redis::cmd("ZRANGEBYSCORE");
+        range.arg(PartitionKeys::due()).arg("-inf").arg(now);
+        let read = range.query_async::<Vec<String>>(&mut con);
+        let due = match tokio::time::timeout(self.options.call_timeout, read).await {
+            Ok(Ok(due)) => due,
+            _ => return,
+        };
         for room in due {
             self.expire(&room, "", 0).await;
         }
@@ -854,6 +890,7 @@ impl Shared {
     /// Closes with 4001 the members here whose membership another link took over (in
     /// case the takeover's message on the channel was lost).
     async fn check_links(&self, room: &str, mirror: &Mutex<Mirror>) {
+        let asked = std::time::Instant::now();
         let mut call = self.call(&self.scripts.read, room);
         call.arg("links").arg("");
         let Ok(reply) = self.run(&call).await else {
@@ -862,6 +899,7 @@ impl Shared {
         if reply.status() != "ok" {
             return;
         }
+        let here = self.node();
         let mut m = lock(mirror);
         for entry in reply.list(2) {
             let Value::Array(parts) = entry else { continue };
@@ -872,10 +910,16 @@ impl Shared {
             ) else {
                 continue;
             };
-            let Some(held) = m.members.get(&mid).map(|l| l.link) else {
+            // A member attached since the question was asked is newer than the answer.
+            let Some(held) = m
+                .members
+                .get(&mid)
+                .filter(|l| l.attached < asked)
+                .map(|l| l.link)
+            else {
                 continue;
             };
-            if node != self.node() || link != held {
+            if node != here || link != held {
                 m.detach(mid, held, Some(CloseFrame::resumed_elsewhere()));
             }
         }
@@ -1017,7 +1061,14 @@ impl Worker {
 
     /// Queues an answer for the member behind event `after`.
     fn answer(&self, after: u64, frame: TextFrame) {
-        lock(&self.mirror).answer(self.member, self.link, after, frame);
+        let slow = lock(&self.mirror).answer(self.member, self.link, after, frame);
+        if let Some((member, link)) = slow {
+            let effects = Effects {
+                slow: vec![(member, link)],
+                repair: false,
+            };
+            self.shared.effects(&self.room, effects);
+        }
     }
 
     /// The last event this node delivered in the room: errors follow it.
@@ -1118,8 +1169,9 @@ impl Worker {
                     tokio::time::timeout(self.shared.options.call_timeout * 4, leaving).await;
                 let _ = reply.send(Ok(true));
                 if done.is_err() {
-                    // The `left` did not come through the channel in time: let go here.
-                    lock(&self.mirror).detach(self.member, self.link, None);
+                    // The `left` did not come through the channel in time: the events
+                    // before it may be missing here, so the connection resumes to see.
+                    lock(&self.mirror).detach(self.member, self.link, Some(resync()));
                 }
                 if let Some(frame) = r.text(4) {
                     self.shared

@@ -160,7 +160,8 @@ pub(crate) fn room_call<'a>(
         .key(PartitionKeys::due())
         .key(PartitionKeys::epoch())
         .key(PartitionKeys::instance())
-        .key(PartitionKeys::node_rooms(node));
+        .key(PartitionKeys::node_rooms(node))
+        .key(PartitionKeys::dead());
     call.arg(instance)
         .arg(deadline_ms)
         .arg(node)
@@ -180,10 +181,14 @@ pub(crate) async fn run(
     timeout: Duration,
 ) -> Result<Value, Unreachable> {
     let mut con = con.clone();
+    let started = tokio::time::Instant::now();
     match tokio::time::timeout(timeout, call.invoke_async::<Value>(&mut con)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "a Redis call failed");
+            // A call that failed on the way may still reach Redis and run before its
+            // deadline: `unavailable` is only said once that deadline has passed.
+            tokio::time::sleep_until(started + timeout).await;
             Err(Unreachable)
         }
         Err(_) => Err(Unreachable),
