@@ -335,11 +335,22 @@ pub trait Backplane: Send + Sync + 'static {
     fn members(&self, room: NameKey)
     -> BoxFuture<'_, Result<Option<Vec<MemberInfo>>, Unavailable>>;
     /// Holds the room until the returned sender is used or dropped; `None` if there is
-    /// no such room or the backplane cannot hold one. For tests of races.
+    /// no such room or the backplane cannot hold one. For tests of races. The
+    /// in-process backplane holds the room's task; a store's backplane holds the
+    /// delivery of the room's events to this node's members.
     #[cfg(any(test, feature = "testing"))]
     fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<tokio::sync::oneshot::Sender<()>>> {
         let _ = room;
         Box::pin(std::future::ready(None))
+    }
+    /// Completes once this node's members of the room were given every event the room
+    /// had when it was called. For tests that act on one client after another's
+    /// action: the in-process backplane hands events out as they happen, so it has
+    /// nothing to wait for.
+    #[cfg(any(test, feature = "testing"))]
+    fn settle(&self, room: NameKey) -> BoxFuture<'_, ()> {
+        let _ = room;
+        Box::pin(std::future::ready(()))
     }
     /// Ends the grace period of every away member of the room now, as if it had run
     /// out: they leave, in join order. For tests of expiry without waiting.

@@ -202,9 +202,22 @@ pub async fn expire_away_now(hub: &Hub, room: &str) {
     }
 }
 
+/// Completes once this hub's members of `room` were given every event the room had
+/// when it was called. Nothing to wait for on one node; on a cluster node, events
+/// caused elsewhere (or by a call that answered before its event came back through
+/// the store) reach this node's members a moment later. For tests that make one
+/// change, then act on another client and compare what it saw with a single node.
+pub async fn settle(hub: &Hub, room: &str) {
+    if let Ok(room) = crate::name::RoomName::parse_max(room, hub.limits().max_room_chars) {
+        hub.backplane().settle(room.key().clone()).await;
+    }
+}
+
 /// Holds `room`'s task (its commands and its timers) until the returned guard is
 /// dropped, so that a test can queue commands from several connections behind it and
-/// see them handled in a known order. `None` if the room does not exist.
+/// see them handled in a known order. `None` if the room does not exist. On a
+/// cluster node it holds, instead, the delivery of the room's events to this node's
+/// members (`None` if none of them is in the room).
 pub async fn pause_room(hub: &Hub, room: &str) -> Option<RoomPause> {
     let room = crate::name::RoomName::parse_max(room, hub.limits().max_room_chars).ok()?;
     let resume = hub.backplane().pause(room.key().clone()).await?;

@@ -5,8 +5,10 @@
 //! gap). The mirror delivers event `delivered + 1` and nothing else: an event that
 //! arrives early waits in `early` while the gap is repaired from the stream; an event
 //! already delivered is ignored. A newcomer is attached at the id its script returned
-//! (its welcome ends there) and gets every event after it. An answer (an `ack`, a
-//! room error) waits until its member has been given the event the answer follows.
+//! (its welcome ends there) and gets every event after it; its welcome is released
+//! once the node's other members of the room were given the events before it (as on
+//! one node, where the room hands out both at once). An answer (an `ack`, a room
+//! error) waits until its member has been given the event the answer follows.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use chatroom_core::backplane::{MemberId, PushError, QueueSender};
 use chatroom_core::protocol::TextFrame;
 use chatroom_core::{CloseFrame, ConnectionContext, close_code};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// What an event did, as the scripts record it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +145,12 @@ pub(crate) struct Mirror {
     /// stays while any is.
     pub(crate) pins: usize,
     pub(crate) repairing: bool,
+    /// Woken whenever events were delivered: a join waits on it for the events its
+    /// welcome follows.
+    pub(crate) progress: Arc<Notify>,
+    /// Delivery held by a test (`Backplane::pause`): events wait in `early`.
+    #[cfg(feature = "testing")]
+    pub(crate) held: bool,
 }
 
 impl Mirror {
@@ -170,7 +178,19 @@ impl Mirror {
 
     /// Delivers every waiting event that is next in line; asks for repair if one is
     /// missing.
-    fn drain(&mut self, effects: &mut Effects) {
+    pub(crate) fn drain(&mut self, effects: &mut Effects) {
+        #[cfg(feature = "testing")]
+        if self.held {
+            return;
+        }
+        let before = self.delivered;
+        self.drain_events(effects);
+        if self.delivered != before {
+            self.progress.notify_waiters();
+        }
+    }
+
+    fn drain_events(&mut self, effects: &mut Effects) {
         while let Some(entry) = self.early.first_entry() {
             if *entry.key() <= self.delivered {
                 entry.remove();
@@ -288,6 +308,7 @@ impl Mirror {
         self.epoch = epoch;
         self.delivered = delivered;
         self.ring.clear();
+        self.progress.notify_waiters();
         self.early
             .retain(|id, ev| ev.epoch == epoch && *id > delivered);
     }
@@ -324,6 +345,7 @@ impl Mirror {
             local.sender.end(Some(close.clone()));
         }
         self.early.clear();
+        self.progress.notify_waiters();
     }
 
     /// Closes every member with `close` and forgets the room's position: Redis lost

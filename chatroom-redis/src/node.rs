@@ -1255,6 +1255,32 @@ impl Node {
     }
 }
 
+/// How long a welcome waits for the node's other members of the room to be given the
+/// events before it. Past that (a channel that lost the event, repaired later) the
+/// welcome goes out anyway: its member's own timeline is right either way.
+const CATCH_UP: Duration = Duration::from_millis(250);
+
+/// Waits (at most [`CATCH_UP`]) until the mirror has given this node's members every
+/// event of room `epoch` up to `at`, so a welcome never overtakes, on its node, the
+/// event it announces: clients of one node see what a single node would show them.
+async fn caught_up(mirror: &Arc<Mutex<Mirror>>, epoch: u64, at: u64) {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    let progress = lock(mirror).progress.clone();
+    loop {
+        // Armed before the check: a delivery right after it still wakes us.
+        let notified = progress.notified();
+        {
+            let m = lock(mirror);
+            if m.members.is_empty() || m.epoch != epoch || m.delivered >= at {
+                return;
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A join or resume that Redis accepted: the member, its link, its welcome, and the
 /// event (of the room's epoch) the welcome ends at.
 struct Welcomed {
@@ -1407,6 +1433,7 @@ impl Backplane for Node {
                 epoch,
                 at,
             };
+            caught_up(&mirror, epoch, at).await;
             let membership = self.joined(&room_name, &room_hex, &mirror, context.clone(), welcomed);
             if fresh.is_some() {
                 // The newcomer's `joined` is the last event of its welcome's history.
@@ -1552,6 +1579,67 @@ impl Backplane for Node {
                     .await;
             }
             Ok(Some(id))
+        })
+    }
+
+    #[cfg(feature = "testing")]
+    fn pause(&self, room: NameKey) -> BoxFuture<'_, Option<oneshot::Sender<()>>> {
+        Box::pin(async move {
+            let room_hex = room_id(&room);
+            let mirror = self.shared.existing_mirror(&room_hex)?;
+            {
+                let mut m = lock(&mirror);
+                if m.members.is_empty() {
+                    return None;
+                }
+                m.held = true;
+            }
+            let (resume, resumed) = oneshot::channel::<()>();
+            let shared = self.shared.clone();
+            self.shared.context.spawn(async move {
+                let _ = resumed.await;
+                let mut effects = Effects::default();
+                {
+                    let mut m = lock(&mirror);
+                    m.held = false;
+                    m.drain(&mut effects);
+                }
+                shared.effects(&room_hex, effects);
+            });
+            Some(resume)
+        })
+    }
+
+    #[cfg(feature = "testing")]
+    fn settle(&self, room: NameKey) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Ok(reply) = self.read(&room, "room", "").await else {
+                return;
+            };
+            if reply.status() != "ok" {
+                return;
+            }
+            let (seq, epoch) = (reply.int(3).unwrap_or(0), reply.int(4).unwrap_or(0));
+            let Some(mirror) = self.shared.existing_mirror(&room_id(&room)) else {
+                return;
+            };
+            let progress = lock(&mirror).progress.clone();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let notified = progress.notified();
+                {
+                    let m = lock(&mirror);
+                    if m.members.is_empty()
+                        || m.epoch > epoch
+                        || (m.epoch == epoch && m.delivered >= seq)
+                    {
+                        return;
+                    }
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return;
+                }
+            }
         })
     }
 

@@ -424,3 +424,41 @@ async fn an_away_member_expires_after_its_grace_on_whichever_node_reaps() {
     b2.join("r", "b").await.expect("the name is free");
     shutdown(&[one, two]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_does_not_overtake_on_its_node_the_joined_it_announces() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let mut ann = TestClient::connect(&one);
+    ann.join("Lobby", "Ann").await.expect("ann joins");
+
+    // Hold the room's deliveries on this node: Bob's `joined` reaches Redis's channel
+    // but not Ann. On one node, Ann has Bob's `joined` by the time Bob has his welcome;
+    // a cluster node must not show Bob his welcome first either.
+    let pause = chatroom_core::testing::pause_room(&one, "Lobby")
+        .await
+        .expect("the room is held");
+    let mut bob = TestClient::connect(&one);
+    send(
+        &bob,
+        json!({"type": "join", "room": "Lobby", "name": "Bob"}),
+    )
+    .await;
+    let early = tokio::time::timeout(Duration::from_millis(150), bob.next_raw()).await;
+    assert!(
+        early.is_err(),
+        "Bob got {early:?} while Ann could not have Bob's `joined` yet"
+    );
+    drop(pause);
+    let Event::Joined(joined) = event(&mut ann).await else {
+        panic!("joined")
+    };
+    assert_eq!((&*joined.name, joined.id), ("Bob", 2));
+    match tokio::time::timeout(Duration::from_secs(5), bob.recv()).await {
+        Ok(Ok(ServerFrame::Reply(Reply::Welcome(w)))) => assert_eq!(w.last_id, 2),
+        other => panic!("expected Bob's welcome, got {other:?}"),
+    }
+    shutdown(&[one]).await;
+}

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use chatroom_core::testing::{TestClient, expire_away_now};
+use chatroom_core::testing::{TestClient, expire_away_now, settle};
 use chatroom_core::{Hub, Limits, Outgoing};
 use chatroom_redis::testing::RedisServer;
 use proptest::prelude::*;
@@ -319,6 +319,12 @@ impl Side {
                 self.send(slot, frame).await;
             }
             Op::Expire => expire_away_now(&self.hub, &self.room).await,
+        }
+        if matches!(op, Op::Leave { .. } | Op::Drop { .. } | Op::Expire) {
+            // These answer nobody: the test saw them take effect in the store, and on a
+            // cluster node their events reach the other members a moment later. Wait
+            // for that, as a single node's room hands them out at once.
+            settle(&self.hub, &self.room).await;
         }
     }
 
