@@ -425,10 +425,20 @@ fn the_redis_backplane_answers_every_client_as_the_in_process_one_does() {
         failure_persistence: None,
         ..ProptestConfig::default()
     };
+    // A runner of our own: the `proptest!` macro would let `PROPTEST_CASES` (10,000 in
+    // CI, for the fast property tests) override the count of this slow one.
+    let mut runner = proptest::test_runner::TestRunner::new(config);
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    proptest!(config, |(ops in proptest::collection::vec(op(), 1..24))| {
+    let outcome = runner.run(&proptest::collection::vec(op(), 1..24), |ops| {
         let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        runtime.block_on(compare(&node, case, &ops))?;
+        runtime.block_on(compare(&node, case, &ops))
     });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+    eprintln!(
+        "{} sequences compared",
+        counter.load(std::sync::atomic::Ordering::Relaxed)
+    );
     runtime.block_on(node.shutdown());
 }
