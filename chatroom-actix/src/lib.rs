@@ -125,7 +125,7 @@ pub use chatroom_core::{
     Filter, Hooks, Hub, HubBuilder, JoinAttempt, JoinError, LeaveReason, Limits, MemberInfo,
     MemberLeft, MessageAttempt, NameCheck, NameError, ObservedEvent, OriginPolicy, PostError,
     RenameAttempt, RenameError, RoomCursor, RoomDetails, RoomName, RoomSummary, RoomsPage, Scheme,
-    SendError, Unavailable, Verdict, close_code,
+    SendError, StoreHealth, Unavailable, Verdict, close_code,
 };
 
 // The README's examples compile as doctests.

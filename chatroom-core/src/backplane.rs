@@ -271,6 +271,45 @@ impl MemberInfo {
     }
 }
 
+/// Whether the hub's store of rooms can serve, as
+/// [`Hub::store_health`](crate::Hub::store_health) reports it. The in-process
+/// backplane is always [`Connected`](StoreHealth::Connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// The store answers: joins and frames work.
+    Connected,
+    /// The store has not answered lately: frames that need it are answered
+    /// `unavailable` and joins are refused, while open connections stay open.
+    Degraded,
+    /// The store has been unreachable past its outage limit (connections were closed
+    /// with 1013), or it refused this node; it may still come back.
+    Lost,
+}
+
+impl StoreHealth {
+    /// Whether new connections should be sent here: only while
+    /// [`Connected`](StoreHealth::Connected). A load balancer's readiness probe.
+    pub fn is_ready(self) -> bool {
+        self == StoreHealth::Connected
+    }
+
+    /// `connected`, `degraded` or `lost`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreHealth::Connected => "connected",
+            StoreHealth::Degraded => "degraded",
+            StoreHealth::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Chooses members by the context of their connection, for
 /// [`Hub::kick_identity`](crate::Hub::kick_identity).
 pub type ContextMatch = Box<dyn Fn(&ConnectionContext) -> bool + Send>;
@@ -334,6 +373,11 @@ pub trait Backplane: Send + Sync + 'static {
     /// The room's members in join order; `None` if there is no such room.
     fn members(&self, room: NameKey)
     -> BoxFuture<'_, Result<Option<Vec<MemberInfo>>, Unavailable>>;
+    /// Whether the store can serve now. The default (for a store that is the process's
+    /// own memory) is always [`StoreHealth::Connected`].
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Connected
+    }
     /// Holds the room until the returned sender is used or dropped; `None` if there is
     /// no such room or the backplane cannot hold one. For tests of races. The
     /// in-process backplane holds the room's task; a store's backplane holds the

@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backplane::{
     Backplane, BackplaneContext, Entry, IntoBackplane, JoinFailure, JoinRequest, MemberInfo,
-    Membership, NotTaken, RoomCursor, RoomDetails, RoomSummary, RoomsPage,
+    Membership, NotTaken, RoomCursor, RoomDetails, RoomSummary, RoomsPage, StoreHealth,
 };
 use crate::error::{JoinError, SendError, Unavailable};
 use crate::hooks::{
@@ -698,6 +698,15 @@ impl Hub {
             tracing::info!("stop signal received: closing every chat connection with 1001");
             hub.shutdown().await;
         }
+    }
+
+    /// Whether the store of rooms can serve: always
+    /// [`Connected`](StoreHealth::Connected) on the in-process backplane; on a cluster,
+    /// whether Redis answers. Serve it as a readiness probe (with
+    /// [`StoreHealth::is_ready`]) so that a load balancer sends new connections
+    /// elsewhere while this node's store is unusable.
+    pub fn store_health(&self) -> StoreHealth {
+        self.inner.backplane.health()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.

@@ -97,7 +97,9 @@ pub mod testing;
 mod token;
 mod transport;
 
-pub use backplane::{BadCursor, MemberInfo, RoomCursor, RoomDetails, RoomSummary, RoomsPage};
+pub use backplane::{
+    BadCursor, MemberInfo, RoomCursor, RoomDetails, RoomSummary, RoomsPage, StoreHealth,
+};
 pub use error::{ErrorCode, FrameError, JoinError, RenameError, SendError, Unavailable};
 pub use hooks::{
     AllowAll, ConnectionContext, Disconnected, Filter, Hooks, JoinAttempt, LeaveReason, MemberLeft,
