@@ -6,13 +6,13 @@
 //! lease, and reaps dead nodes and expired members with everybody else.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatroom_core::backplane::{
     Backplane, BackplaneContext, ContextMatch, Entry, JoinFailure, JoinRequest, MemberChannel,
-    MemberId, MemberInfo, Membership, NotTaken, Observers, Unavailable, queue,
+    MemberId, MemberInfo, Membership, NotTaken, Observers, StoreHealth, Unavailable, queue,
 };
 use chatroom_core::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use chatroom_core::{
@@ -38,9 +38,15 @@ pub(crate) struct Shared {
     /// The id of the Redis data set this node serves (see `cr:instance`); adopted
     /// anew after Redis lost its data.
     instance: Mutex<String>,
-    /// When a heartbeat last succeeded; past the outage limit, connections close with
-    /// 1013.
+    /// When the last heartbeat that succeeded was sent: the lease holds until then plus
+    /// the lease, by this node's own clock. Past the outage limit, connections close
+    /// with 1013.
     last_renewed: Mutex<tokio::time::Instant>,
+    /// The lease ran out by this node's clock (a long pause, an outage): it delivers
+    /// nothing and calls nothing until a heartbeat answers.
+    suspended: AtomicBool,
+    /// [`StoreHealth`] as an index of [`HEALTH`].
+    health: AtomicU8,
     /// A test's "crash": the node stops calling Redis at all.
     pub(crate) crashed: CancellationToken,
     /// One reaping round at a time.
@@ -88,6 +94,8 @@ impl Shared {
             node: Mutex::new(crate::random_hex()),
             instance: Mutex::new(instance),
             last_renewed: Mutex::new(tokio::time::Instant::now()),
+            suspended: AtomicBool::new(false),
+            health: AtomicU8::new(0),
             crashed,
             reaping: Arc::new(tokio::sync::Semaphore::new(1)),
             client,
@@ -150,7 +158,7 @@ impl Shared {
     }
 
     async fn run(&self, call: &redis::ScriptInvocation<'_>) -> Result<Reply, Unreachable> {
-        if self.crashed.is_cancelled() {
+        if self.crashed.is_cancelled() || !self.lease_holds() {
             return Err(Unreachable);
         }
         let (sent_as, sent_with) = (self.node(), self.instance());
@@ -168,6 +176,44 @@ impl Shared {
                 Err(Unreachable)
             }
             _ => Ok(reply),
+        }
+    }
+
+    /// Whether this node's lease still holds by its own clock. Once it does not, the
+    /// others may take the node for dead at any moment: it must neither deliver nor act
+    /// until a heartbeat renews it (or tells it that it was reaped).
+    pub(crate) fn lease_holds(&self) -> bool {
+        if lock(&self.last_renewed).elapsed() < self.options.lease {
+            return true;
+        }
+        if !self.suspended.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "this node's lease ran out by its own clock: it delivers nothing until \
+                 Redis renews it"
+            );
+            self.set_health(StoreHealth::Degraded, "the node's lease ran out");
+        }
+        false
+    }
+
+    pub(crate) fn health(&self) -> StoreHealth {
+        HEALTH
+            .get(usize::from(self.health.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(StoreHealth::Lost)
+    }
+
+    /// Records the store's health; a change is logged once, with its cause.
+    fn set_health(&self, health: StoreHealth, cause: &str) {
+        let index = HEALTH.iter().position(|h| *h == health).unwrap_or(2) as u8;
+        let before = self.health.swap(index, Ordering::Relaxed);
+        if before == index {
+            return;
+        }
+        match health {
+            StoreHealth::Connected => tracing::info!(cause, "store health: connected"),
+            StoreHealth::Degraded => tracing::warn!(cause, "store health: degraded"),
+            _ => tracing::error!(cause, "store health: lost"),
         }
     }
 
@@ -316,12 +362,23 @@ impl Shared {
         let shared = self.clone();
         let room = room.to_owned();
         self.context.spawn(async move {
-            let outcome = shared.repair_once(&room, &mirror).await;
+            let sent_with = shared.instance();
+            let mut outcome = shared.repair_once(&room, &mirror).await;
+            if matches!(outcome, Err(Repair::Unrepairable))
+                && shared.data_set_changed(&sent_with).await
+            {
+                // Not a gap: Redis lost everything (a restart without its data), and
+                // every membership of this node ends with 1012, not 4002.
+                shared.data_lost(&sent_with).await;
+                outcome = Ok(Vec::new());
+            }
             let mut effects = Effects::default();
             {
                 let mut m = lock(&mirror);
                 m.repairing = false;
                 match outcome {
+                    // Delivered once the lease is renewed (which repairs every room).
+                    Ok(_) if !shared.lease_holds() => {}
                     Ok(events) => {
                         for ev in events {
                             m.offer(ev, &mut effects);
@@ -394,6 +451,19 @@ impl Shared {
             }
             // The room was freed (and maybe made anew): the members here missed its end.
             _ => Err(Repair::Unrepairable),
+        }
+    }
+
+    /// Whether Redis no longer holds the data set `sent_with` (it restarted empty, or
+    /// was flushed). False when it cannot be told.
+    async fn data_set_changed(&self, sent_with: &str) -> bool {
+        let mut con = self.con.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(PartitionKeys::instance());
+        let get = get.query_async::<Option<String>>(&mut con);
+        match tokio::time::timeout(self.options.call_timeout, get).await {
+            Ok(Ok(now)) => now.as_deref() != Some(sent_with),
+            _ => false,
         }
     }
 
@@ -488,6 +558,13 @@ impl Shared {
         self.observers.on_event(&name, &event, context).await;
     }
 }
+
+/// The values of [`Shared::health`], by index.
+const HEALTH: [StoreHealth; 3] = [
+    StoreHealth::Connected,
+    StoreHealth::Degraded,
+    StoreHealth::Lost,
+];
 
 enum Repair {
     Unrepairable,
@@ -641,6 +718,11 @@ impl Shared {
         let Some(mirror) = self.existing_mirror(room) else {
             return;
         };
+        if !self.lease_holds() {
+            // Its members may be another node's by now. Whatever it misses meanwhile
+            // is repaired from the stream once the lease is renewed.
+            return;
+        }
         if payload.first() == Some(&b'C') {
             // `C <member> <node> <link>`: a resume took the membership over.
             let text = String::from_utf8_lossy(payload);
@@ -669,9 +751,16 @@ impl Shared {
         let interval = lease / 3;
         let mut closed_for_outage = false;
         loop {
-            let renewed = self.heartbeat(lease, interval).await;
+            let sent = tokio::time::Instant::now();
+            let renewed = match self.heartbeat(lease, interval).await {
+                Ok(()) => true,
+                Err(cause) => {
+                    self.set_health(StoreHealth::Degraded, &cause);
+                    false
+                }
+            };
             if renewed {
-                *lock(&self.last_renewed) = tokio::time::Instant::now();
+                self.renewed(sent);
                 closed_for_outage = false;
                 // Reaping (a script per room of a dead node) must not hold up the next
                 // renewal: it runs beside it, one round at a time.
@@ -686,6 +775,7 @@ impl Shared {
                 && lock(&self.last_renewed).elapsed() > self.options.outage_limit
             {
                 tracing::error!("Redis has been unreachable too long: connections close with 1013");
+                self.set_health(StoreHealth::Lost, "unreachable past the outage limit");
                 self.close_everything(CloseFrame::new(
                     close_code::TRY_AGAIN_LATER,
                     "store unreachable; reconnect later",
@@ -699,7 +789,22 @@ impl Shared {
         }
     }
 
-    async fn heartbeat(&self, lease: Duration, interval: Duration) -> bool {
+    /// A heartbeat sent at `sent` succeeded: the lease holds again from then on, and
+    /// what was held back while it did not is repaired from the streams.
+    fn renewed(self: &Arc<Self>, sent: tokio::time::Instant) {
+        *lock(&self.last_renewed) = sent;
+        self.set_health(StoreHealth::Connected, "a heartbeat succeeded");
+        if self.suspended.swap(false, Ordering::Relaxed) {
+            tracing::info!("lease renewed: delivering again");
+            let rooms: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
+            for room in rooms {
+                self.repair(&room);
+            }
+        }
+    }
+
+    /// Renews the lease; why not, if it was not.
+    async fn heartbeat(&self, lease: Duration, interval: Duration) -> Result<(), String> {
         let (sent_as, sent_with) = (self.node(), self.instance());
         let mut call = self.scripts.heartbeat.prepare_invoke();
         call.key(PartitionKeys::nodes())
@@ -712,8 +817,21 @@ impl Shared {
             .arg(interval.as_millis() as u64)
             .arg(&sent_with);
         let sent = SystemTime::now();
-        let Ok(value) = store::run(&call, &self.con, self.options.call_timeout).await else {
-            return false;
+        let mut con = self.con.clone();
+        let value = match tokio::time::timeout(
+            self.options.call_timeout,
+            call.invoke_async::<Value>(&mut con),
+        )
+        .await
+        {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => return Err(format!("Redis: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "no answer from Redis within {} ms",
+                    self.options.call_timeout.as_millis()
+                ));
+            }
         };
         let reply = Reply::new(value);
         match reply.status().as_str() {
@@ -724,15 +842,15 @@ impl Shared {
                     let offset = redis_now as i64 - local.as_millis() as i64;
                     self.offset_ms.store(offset, Ordering::Relaxed);
                 }
-                true
+                Ok(())
             }
             "reaped" => {
                 self.reaped(&sent_as);
-                false
+                Err("the others took this node for dead".to_owned())
             }
             _ => {
                 self.data_lost(&sent_with).await;
-                false
+                Err("Redis lost this cluster's data".to_owned())
             }
         }
     }
@@ -870,6 +988,12 @@ impl Shared {
                     .await;
                 match meta {
                     Ok((Some(e), Some(seq))) if e == epoch && seq < delivered => {
+                        let instance = self.instance();
+                        if self.data_set_changed(&instance).await {
+                            // A room of a new data set that happens to share the epoch.
+                            self.data_lost(&instance).await;
+                            continue;
+                        }
                         // The room's counter went backwards (a failover lost its tail):
                         // what the members here saw is not what Redis has.
                         tracing::warn!(
@@ -1317,6 +1441,10 @@ fn random_u64() -> u64 {
 }
 
 impl Backplane for Node {
+    fn health(&self) -> StoreHealth {
+        self.shared.health()
+    }
+
     fn join(&self, request: JoinRequest) -> BoxFuture<'_, Result<Membership, JoinFailure>> {
         Box::pin(async move {
             let shared = &self.shared;

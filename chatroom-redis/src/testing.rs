@@ -20,6 +20,9 @@ use chatroom_core::{Hub, Limits};
 pub struct RedisServer {
     child: Child,
     dir: PathBuf,
+    socket: PathBuf,
+    /// How it persists (`--appendonly ...`), kept for [`RedisServer::restart`].
+    persistence: Vec<&'static str>,
     /// Its URL (`unix:///...`).
     pub url: String,
 }
@@ -31,6 +34,16 @@ impl RedisServer {
     ///
     /// When the server does not start, or is missing while `CHATROOM_REQUIRE_ALL=1`.
     pub fn start() -> Option<RedisServer> {
+        Self::start_persisting(vec!["--appendonly", "no"])
+    }
+
+    /// [`RedisServer::start`] with an append-only file synced on every write
+    /// (`appendfsync always`): a [`restart`](RedisServer::restart) loses nothing.
+    pub fn start_with_aof() -> Option<RedisServer> {
+        Self::start_persisting(vec!["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn start_persisting(persistence: Vec<&'static str>) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -50,29 +63,46 @@ impl RedisServer {
         ));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .args(["--enable-debug-command", "local"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let started = Instant::now();
-        while !socket.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not open its socket"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = spawn(&dir, &socket, &persistence);
         Some(RedisServer {
             child,
             url: format!("unix://{}", socket.display()),
             dir,
+            socket,
+            persistence,
         })
+    }
+
+    /// Kills the server (SIGKILL: no shutdown, no save) and starts it again on the same
+    /// socket and directory: with [`start_with_aof`](RedisServer::start_with_aof) it
+    /// comes back with everything, otherwise empty.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = spawn(&self.dir, &self.socket, &self.persistence);
+    }
+
+    /// Sends a signal to the server process (`"STOP"`, `"CONT"`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Runs a command whose answer is an integer.
+    ///
+    /// # Panics
+    ///
+    /// When the command fails or answers something else.
+    pub async fn int(&self, args: &[&str]) -> i64 {
+        match self.command(args).await {
+            redis::Value::Int(n) => n,
+            other => panic!("{args:?} answered {other:?}"),
+        }
     }
 
     /// A hub that is a node of the cluster on this server.
@@ -125,10 +155,39 @@ impl RedisServer {
     }
 }
 
+fn spawn(dir: &std::path::Path, socket: &std::path::Path, persistence: &[&str]) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(socket)
+        .args(["--save", ""])
+        .args(persistence)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--enable-debug-command", "local"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not open its socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A test that froze the server may end before it thaws it.
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chatroom_core::protocol::{Event, Reply, ServerFrame};
 use chatroom_core::testing::{Closed, TestClient};
-use chatroom_core::{ErrorCode, Limits, close_code};
+use chatroom_core::{ErrorCode, Limits, StoreHealth, close_code};
 use chatroom_redis::testing::RedisServer;
 use serde_json::json;
 
@@ -133,4 +133,364 @@ async fn redis_losing_its_data_ends_memberships_with_1012_and_names_are_fresh() 
     let w = b.join("r", "A").await.expect("joins afresh");
     assert_eq!(w.last_id, 1);
     hub.shutdown().await;
+}
+
+/// Receives until the connection closes; its close code.
+async fn close_code_of(client: &mut TestClient) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.recv())
+            .await
+            .expect("closed in time")
+        {
+            Ok(_) => continue,
+            Err(Closed::Close(c)) => return c.code,
+            Err(other) => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// The next frame is an `unavailable` error.
+async fn unavailable(client: &mut TestClient) {
+    match tokio::time::timeout(Duration::from_secs(5), client.recv())
+        .await
+        .expect("answered in time")
+    {
+        Ok(ServerFrame::Reply(Reply::Error { code, .. })) => {
+            assert_eq!(code, ErrorCode::Unavailable)
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_frozen_by_sigstop_answers_unavailable_ends_nothing_and_recovers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let lease = Duration::from_millis(900);
+    let (one, _) = redis
+        .node_with(Limits::default(), |b| {
+            b.lease(lease).call_timeout(Duration::from_millis(300))
+        })
+        .await;
+    let (two, _) = redis.node_with(Limits::default(), |b| b.lease(lease)).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    assert_eq!(one.store_health(), StoreHealth::Connected);
+
+    redis.signal("STOP");
+    let frozen = Instant::now();
+    a.send_json(&json!({"type": "send", "text": "frozen", "ref": 1}))
+        .await;
+    unavailable(&mut a).await;
+    assert!(
+        frozen.elapsed() < Duration::from_secs(2),
+        "answered in time"
+    );
+    let mut c = TestClient::connect(&one);
+    c.send_json(&json!({"type": "join", "room": "r", "name": "C"}))
+        .await;
+    unavailable(&mut c).await;
+    // Three leases long: every node's lease ran out in Redis time too.
+    tokio::time::sleep(lease * 3).await;
+    assert_ne!(one.store_health(), StoreHealth::Connected, "not ready");
+    redis.signal("CONT");
+
+    // Nobody was reaped at the thaw, and service resumes on both nodes.
+    let back = Instant::now();
+    while one.store_health() != StoreHealth::Connected {
+        assert!(back.elapsed() < Duration::from_secs(5), "healthy again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(lease * 2).await;
+    a.send_json(&json!({"type": "send", "text": "thawed"}))
+        .await;
+    for client in [&mut a, &mut b] {
+        let Event::Message(m) = event(client).await else {
+            panic!("the message, not a left")
+        };
+        assert_eq!((&*m.text, m.id), ("thawed", 3), "nothing in between");
+    }
+    let members = two.members("r").await.unwrap().unwrap();
+    assert!(members.iter().all(|m| m.present), "{members:?}");
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_subscriptions_lose_no_event() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(Limits::default()).await;
+    let two = redis.node(Limits::default()).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    let killed = redis.int(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert_eq!(killed, 2, "both nodes' subscriptions were cut");
+    for i in 0..10 {
+        one.post("r", "system", &format!("m{i}"))
+            .await
+            .expect("posted");
+    }
+    for client in [&mut a, &mut b] {
+        for i in 0..10u64 {
+            let Event::Message(m) = event(client).await else {
+                panic!("a message")
+            };
+            assert_eq!((m.text.to_string(), m.id), (format!("m{i}"), 3 + i));
+        }
+    }
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+/// A node on a runtime of its own, which the test can stop dead (as a busy or
+/// swapped-out process): meanwhile nothing of it runs, its pub/sub socket unread.
+struct BusyNode {
+    hub: chatroom_core::Hub,
+    block: std::sync::mpsc::Sender<Duration>,
+}
+
+fn busy_node(redis: &RedisServer, limits: Limits) -> BusyNode {
+    let url = redis.url.clone();
+    let (ready, hub) = std::sync::mpsc::channel();
+    let (block, blocks) = std::sync::mpsc::channel::<Duration>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let backplane = chatroom_redis::RedisBackplane::connect(&url)
+                .await
+                .expect("connects");
+            let hub = chatroom_core::Hub::builder()
+                .runtime(tokio::runtime::Handle::current())
+                .limits(limits)
+                .backplane(backplane)
+                .build();
+            ready.send(hub).expect("the test waits");
+            loop {
+                match blocks.try_recv() {
+                    // The whole runtime stands still.
+                    Ok(d) => std::thread::sleep(d),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+        });
+    });
+    BusyNode {
+        hub: hub.recv().expect("the node starts"),
+        block,
+    }
+}
+
+/// Stops `busy` for a while and, meanwhile, posts `count` messages big enough to
+/// overflow its subscription's output buffer (set tiny) on `one`; checks that Redis cut
+/// the subscriber.
+async fn overflow(redis: &RedisServer, busy: &BusyNode, one: &chatroom_core::Hub, count: usize) {
+    redis
+        .command(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 4096 0 0",
+        ])
+        .await;
+    busy.block
+        .send(Duration::from_millis(1500))
+        .expect("blocks");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = "x".repeat(4000);
+    for _ in 0..count {
+        one.post("r", "system", &text).await.expect("posted");
+    }
+    // The busy node is still stopped, so it cannot have subscribed again yet.
+    let list = redis.command(&["CLIENT", "LIST", "TYPE", "pubsub"]).await;
+    let redis::Value::BulkString(text) = list else {
+        panic!("CLIENT LIST answered {list:?}")
+    };
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "Redis cut the slow subscriber: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_cut_for_its_output_buffer_is_repaired_from_the_stream() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limits = Limits {
+        history: 500,
+        ..Limits::default()
+    };
+    let one = redis.node(limits.clone()).await;
+    let busy = busy_node(&redis, limits);
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&busy.hub);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    overflow(&redis, &busy, &one, 150).await;
+    for i in 0..150u64 {
+        let Event::Message(m) = event(&mut b).await else {
+            panic!("a message")
+        };
+        assert_eq!(m.id, 3 + i, "gapless, in order");
+    }
+    one.shutdown().await;
+    busy.hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_subscriber_past_the_streams_reach_closes_with_4002_and_the_resume_has_a_gap() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limits = Limits {
+        history: 10,
+        ..Limits::default()
+    };
+    let one = redis.node(limits.clone()).await;
+    let busy = busy_node(&redis, limits);
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&busy.hub);
+    let w = b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    overflow(&redis, &busy, &one, 150).await;
+    let mut last = w.last_id;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), b.recv())
+            .await
+            .expect("closed in time")
+        {
+            Ok(ServerFrame::Event(e)) => {
+                assert_eq!(e.id(), last + 1, "no silent hole before the close");
+                last = e.id();
+            }
+            Ok(_) => {}
+            Err(Closed::Close(c)) => break c.code,
+            Err(other) => panic!("expected a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, close_code::RESYNC);
+    let mut again = TestClient::connect(&one);
+    again
+        .send_json(
+            &json!({"type": "join", "room": "r", "name": "B", "resume": w.resume, "since": last}),
+        )
+        .await;
+    let welcome = again.welcome().await.expect("resumes");
+    assert!(welcome.gap, "the resume reports the gap");
+    one.shutdown().await;
+    busy.hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_with_aof_loses_nothing() {
+    let Some(mut redis) = RedisServer::start_with_aof() else {
+        return;
+    };
+    let one = redis.node(Limits::default()).await;
+    let two = redis.node(Limits::default()).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    a.send_json(&json!({"type": "send", "text": "before"}))
+        .await;
+    for client in [&mut a, &mut b] {
+        event(client).await;
+    }
+    redis.restart();
+    // Memberships survive; once Redis answers again, ids go on without a gap.
+    let restarted = Instant::now();
+    let id = loop {
+        match one.post("r", "system", "after").await {
+            Ok(id) => break id,
+            Err(_) => {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(10),
+                    "back in time"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(id, 4);
+    for client in [&mut a, &mut b] {
+        let Event::Message(m) = event(client).await else {
+            panic!("the message")
+        };
+        assert_eq!((&*m.text, m.id), ("after", 4));
+    }
+    let members = two.members("r").await.unwrap().unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m.present));
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_without_its_data_ends_memberships_on_every_node_with_1012() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let one = redis.node(Limits::default()).await;
+    let two = redis.node(Limits::default()).await;
+    let mut a = TestClient::connect(&one);
+    let wa = a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    redis.restart();
+    assert_eq!(close_code_of(&mut a).await, close_code::SERVICE_RESTART);
+    assert_eq!(close_code_of(&mut b).await, close_code::SERVICE_RESTART);
+    // The old token is void; the name is free, and held once.
+    let mut again = TestClient::connect(&two);
+    again
+        .send_json(&json!({"type": "join", "room": "r", "name": "A", "resume": wa.resume}))
+        .await;
+    match tokio::time::timeout(Duration::from_secs(5), again.recv())
+        .await
+        .expect("answered")
+    {
+        Ok(ServerFrame::Reply(Reply::Error { code, .. })) => {
+            assert_eq!(code, ErrorCode::ResumeFailed)
+        }
+        other => panic!("expected resume_failed, got {other:?}"),
+    }
+    let mut fresh = TestClient::connect(&one);
+    let w = fresh.join("r", "A").await.expect("joins afresh");
+    assert_eq!(w.last_id, 1);
+    let mut twice = TestClient::connect(&two);
+    twice
+        .send_json(&json!({"type": "join", "room": "r", "name": "a"}))
+        .await;
+    match tokio::time::timeout(Duration::from_secs(5), twice.recv())
+        .await
+        .expect("answered")
+    {
+        Ok(ServerFrame::Reply(Reply::Error { code, .. })) => {
+            assert_eq!(code, ErrorCode::NameTaken)
+        }
+        other => panic!("expected name_taken, got {other:?}"),
+    }
+    one.shutdown().await;
+    two.shutdown().await;
 }
