@@ -391,6 +391,34 @@ pub fn page(path: &str, limits: &Limits) -> Page {
     }
 }
 
+/// What the site answers a `GET` of `path` with: the probes, or [`page`].
+///
+/// - `/healthz`: 200 `alive` while the process serves at all (a liveness probe);
+/// - `/readyz`: 200 `ready` while new connections are welcome here, else 503 with the
+///   reason (`store degraded`, `store lost`, `shutting down`): a load balancer's
+///   readiness probe, which follows [`Hub::store_health`].
+pub fn site(path: &str, hub: &Hub) -> Page {
+    let text = |status, body: String| Page {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    };
+    match path {
+        "/healthz" => text(200, "alive\n".to_owned()),
+        "/readyz" => {
+            let health = hub.store_health();
+            if hub.is_shutting_down() {
+                text(503, "shutting down\n".to_owned())
+            } else if health.is_ready() {
+                text(200, "ready\n".to_owned())
+            } else {
+                text(503, format!("store {health}\n"))
+            }
+        }
+        _ => page(path, hub.limits()),
+    }
+}
+
 /// The error page: status and message in the shared layout.
 pub fn error_page(status: u16, message: &str) -> Page {
     let main = format!(

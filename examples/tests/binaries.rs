@@ -84,6 +84,17 @@ async fn pages_carry_a_strict_csp_and_sigterm_closes_chats_with_1001() {
         assert!(!lobby.contains("<script>"), "no inline script");
         assert!(get(addr, "/nope").await.starts_with("http/1.1 404"));
         assert!(get(addr, "/room/%00").await.starts_with("http/1.1 400"));
+        // The probes: alive, and ready (a single node's store is its own memory).
+        let alive = get(addr, "/healthz").await;
+        assert!(
+            alive.starts_with("http/1.1 200") && alive.ends_with("\r\n\r\nalive\n"),
+            "{alive}"
+        );
+        let ready = get(addr, "/readyz").await;
+        assert!(
+            ready.starts_with("http/1.1 200") && ready.ends_with("\r\n\r\nready\n"),
+            "{ready}"
+        );
 
         stop_with(binary, &mut child, addr, "TERM").await;
     }

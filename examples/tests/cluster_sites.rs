@@ -56,11 +56,22 @@ impl Drop for Site {
 }
 
 fn start(binary: &str, redis: &RedisServer) -> Site {
-    let mut child = Command::new(binary)
+    start_with(node_command(binary, redis))
+}
+
+/// The command that starts `binary` as a node on `redis`.
+fn node_command(binary: &str, redis: &RedisServer) -> Command {
+    let mut command = Command::new(binary);
+    command
         .env("CHATROOM_ADDR", "127.0.0.1:0")
         .env("CHATROOM_REDIS_URL", &redis.url)
         .env("CHATROOM_ORIGINS", "*")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn start_with(mut command: Command) -> Site {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -195,4 +206,147 @@ async fn an_axum_node_and_an_actix_node_share_one_room() {
     send(&mut again, json!({"type": "send", "text": "back"})).await;
     let m = next(&mut bob).await;
     assert_eq!(m["text"], "back", "no left, no joined before it: {m}");
+}
+
+async fn status(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.expect("read");
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (code, body)
+}
+
+/// Polls `/readyz` until it answers `code`.
+async fn readyz_becomes(site: &Site, code: u16, within: Duration) -> String {
+    let asked = std::time::Instant::now();
+    loop {
+        let (now, body) = status(site.addr, "/readyz").await;
+        if now == code {
+            return body;
+        }
+        assert!(asked.elapsed() < within, "/readyz still {now} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn readyz_follows_the_store_while_healthz_stays_alive() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    for binary in BINARIES {
+        let site = start(binary, &redis);
+        assert_eq!(
+            readyz_becomes(&site, 200, Duration::from_secs(3)).await,
+            "ready\n"
+        );
+        redis.signal("STOP");
+        let body = readyz_becomes(&site, 503, Duration::from_secs(4)).await;
+        assert_eq!(body, "store degraded\n", "{binary}");
+        assert_eq!(
+            status(site.addr, "/healthz").await,
+            (200, "alive\n".to_owned())
+        );
+        redis.signal("CONT");
+        readyz_becomes(&site, 200, Duration::from_secs(4)).await;
+    }
+}
+
+fn signal(site: &Site, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(site.child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_node_paused_past_its_lease_wakes_delivering_nothing_and_closes_with_1012() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let start_leased = |binary| {
+        let mut command = node_command(binary, &redis);
+        command.env("CHATROOM_NODE_LEASE_MS", "1500");
+        command
+    };
+    let paused = start_with(start_leased(BINARIES[0]));
+    let awake = start_with(start_leased(BINARIES[1]));
+    let mut ann = connect(&paused).await;
+    send(
+        &mut ann,
+        json!({"type": "join", "room": "pause", "name": "Ann"}),
+    )
+    .await;
+    let welcome = next(&mut ann).await;
+    assert_eq!(welcome["type"], "welcome");
+    let mut bob = connect(&awake).await;
+    send(
+        &mut bob,
+        json!({"type": "join", "room": "pause", "name": "Bob"}),
+    )
+    .await;
+    assert_eq!(next(&mut bob).await["type"], "welcome");
+    assert_eq!(next(&mut ann).await["type"], "joined");
+
+    signal(&paused, "STOP");
+    // Reaped within the lease and a reaper tick: Ann is away (her name stays held).
+    let stopped = std::time::Instant::now();
+    loop {
+        // The away set of room "pause" (its key in hex).
+        if redis.int(&["ZCARD", "cr:{cr.0}:r:7061757365:away"]).await == 1 {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_millis(1500 + 2000),
+            "away in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send(&mut bob, json!({"type": "send", "text": "while you slept"})).await;
+    assert_eq!(next(&mut bob).await["text"], "while you slept");
+    signal(&paused, "CONT");
+
+    // The woken node delivers nothing more to Ann and closes her connection with 1012.
+    let code = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ann.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                panic!("the woken node delivered {text}")
+            }
+            Some(Ok(Message::Close(Some(close)))) => break u16::from(close.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1012);
+    // She resumes on the other node within her grace: nothing was announced.
+    let mut again = connect(&awake).await;
+    send(
+        &mut again,
+        json!({"type": "join", "room": "pause", "name": "Ann", "resume": welcome["resume"], "since": welcome["last_id"]}),
+    )
+    .await;
+    let resumed = next(&mut again).await;
+    assert_eq!(resumed["type"], "welcome", "{resumed}");
+    send(&mut again, json!({"type": "send", "text": "back"})).await;
+    assert_eq!(
+        next(&mut bob).await["text"],
+        "back",
+        "no left, no joined before it"
+    );
 }

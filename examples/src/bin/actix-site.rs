@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use chatroom_examples::{CSP, Page, SiteConfig, error_page, page};
+use chatroom_examples::{CSP, Page, SiteConfig, error_page};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -57,15 +57,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let limits = config.limits.clone();
     let chat = hub.clone();
     let server = HttpServer::new(move || {
-        let limits = limits.clone();
+        let site = chat.clone();
         App::new()
             .configure(chatroom_actix::configure(chat.clone()))
             .default_service(web::to(move |req: HttpRequest| {
                 let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
-                    page(req.path(), &limits)
+                    chatroom_examples::site(req.path(), &site)
                 } else {
                     error_page(405, "Only GET is served here.")
                 };

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
-use chatroom_examples::{CSP, Page, SiteConfig, error_page, page};
+use chatroom_examples::{CSP, Page, SiteConfig, error_page};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,10 +41,10 @@ async fn main() -> ExitCode {
         }
     };
     chatroom_examples::announce("axum-site", addr, &config);
-    let limits = config.limits.clone();
+    let site = hub.clone();
     let app = chatroom_axum::router(hub.clone()).fallback(move |method: Method, uri: Uri| {
         let answer = if method == Method::GET || method == Method::HEAD {
-            page(uri.path(), &limits)
+            chatroom_examples::site(uri.path(), &site)
         } else {
             error_page(405, "Only GET is served here.")
         };
