@@ -47,6 +47,10 @@ pub(crate) struct Shared {
     suspended: AtomicBool,
     /// [`StoreHealth`] as an index of [`HEALTH`].
     health: AtomicU8,
+    /// The cluster refused this node (other room rules): it serves nothing.
+    refused: AtomicBool,
+    /// This node's room rules, as the cluster stores them.
+    rules: String,
     /// A test's "crash": the node stops calling Redis at all.
     pub(crate) crashed: CancellationToken,
     /// One reaping round at a time.
@@ -96,6 +100,8 @@ impl Shared {
             last_renewed: Mutex::new(tokio::time::Instant::now()),
             suspended: AtomicBool::new(false),
             health: AtomicU8::new(0),
+            refused: AtomicBool::new(false),
+            rules: store::rules(context.limits()),
             crashed,
             reaping: Arc::new(tokio::sync::Semaphore::new(1)),
             client,
@@ -158,7 +164,10 @@ impl Shared {
     }
 
     async fn run(&self, call: &redis::ScriptInvocation<'_>) -> Result<Reply, Unreachable> {
-        if self.crashed.is_cancelled() || !self.lease_holds() {
+        if self.crashed.is_cancelled()
+            || self.refused.load(Ordering::Relaxed)
+            || !self.lease_holds()
+        {
             return Err(Unreachable);
         }
         let (sent_as, sent_with) = (self.node(), self.instance());
@@ -485,12 +494,9 @@ impl Shared {
         }
         let mut attempt = 0u64;
         loop {
-            if self.crashed.is_cancelled() {
-                return;
-            }
             let mut call = self.call(&self.scripts.disconnect, room);
             call.arg(member).arg(link).arg(self.grace_ms()).arg("");
-            if self.run(&call).await.is_ok() {
+            if self.run(&call).await.is_ok() || self.gave_up() {
                 return;
             }
             attempt += 1;
@@ -516,21 +522,27 @@ impl Shared {
         let room = room.to_owned();
         self.context.spawn(async move {
             for attempt in 0..600u32 {
-                if shared.crashed.is_cancelled() {
-                    return;
-                }
                 let mut call = shared.call(&shared.scripts.disconnect, &room);
                 call.arg(member.map(|m| m.to_string()).unwrap_or_default())
                     .arg(link)
                     .arg(shared.grace_ms())
                     .arg(&token);
-                if shared.run(&call).await.is_ok() {
+                if shared.run(&call).await.is_ok() || shared.gave_up() {
                     return;
                 }
                 let pause = Duration::from_millis(100 * u64::from(attempt.min(20) + 1));
                 tokio::time::sleep(pause).await;
             }
         });
+    }
+
+    /// Whether a call that keeps failing is better left to the reaper: the node crashed,
+    /// was refused, or is shutting down (its heartbeat stops, so once its lease runs out
+    /// the others make its remaining members away). Shutting down waits for no store.
+    fn gave_up(&self) -> bool {
+        self.crashed.is_cancelled()
+            || self.refused.load(Ordering::Relaxed)
+            || self.cancel.is_cancelled()
     }
 
     fn room_name(&self, room: &str) -> Option<RoomName> {
@@ -754,6 +766,8 @@ impl Shared {
             let sent = tokio::time::Instant::now();
             let renewed = match self.heartbeat(lease, interval).await {
                 Ok(()) => true,
+                // For good: the node serves nothing, and its health stays `lost`.
+                Err(_) if self.refused.load(Ordering::Relaxed) => return,
                 Err(cause) => {
                     self.set_health(StoreHealth::Degraded, &cause);
                     false
@@ -812,10 +826,12 @@ impl Shared {
             .key(PartitionKeys::holdoff())
             .key(PartitionKeys::dead())
             .key(PartitionKeys::instance())
+            .key(PartitionKeys::rules())
             .arg(&sent_as)
             .arg(lease.as_millis() as u64)
             .arg(interval.as_millis() as u64)
-            .arg(&sent_with);
+            .arg(&sent_with)
+            .arg(&self.rules);
         let sent = SystemTime::now();
         let mut con = self.con.clone();
         let value = match tokio::time::timeout(
@@ -847,6 +863,21 @@ impl Shared {
             "reaped" => {
                 self.reaped(&sent_as);
                 Err("the others took this node for dead".to_owned())
+            }
+            "rules" => {
+                let theirs = reply.text(1).unwrap_or_default();
+                let differences = store::rules_diff(&self.rules, &theirs).join("; ");
+                tracing::error!(
+                    differences,
+                    "the cluster runs with other room rules: this node serves nothing"
+                );
+                self.refused.store(true, Ordering::Relaxed);
+                self.set_health(StoreHealth::Lost, "the cluster has other room rules");
+                self.close_everything(CloseFrame::new(
+                    close_code::TRY_AGAIN_LATER,
+                    "node misconfigured; reconnect",
+                ));
+                Err("the cluster has other room rules".to_owned())
             }
             _ => {
                 self.data_lost(&sent_with).await;

@@ -494,3 +494,41 @@ async fn a_redis_restarted_without_its_data_ends_memberships_on_every_node_with_
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shuts_down_while_redis_is_frozen_and_the_reaper_settles_its_members() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limits = Limits {
+        resume_grace: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let lease = Duration::from_millis(900);
+    let (one, _) = redis
+        .node_with(limits.clone(), |b| {
+            b.lease(lease).call_timeout(Duration::from_millis(200))
+        })
+        .await;
+    let (two, _) = redis.node_with(limits, |b| b.lease(lease)).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+
+    redis.signal("STOP");
+    // A's connection ends while nothing can mark it away; then its node stops.
+    a.drop_connection();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(3), one.shutdown())
+        .await
+        .expect("shutting down waits for no store");
+    redis.signal("CONT");
+    // The node is gone: the others reap A (away, then left after the grace).
+    let Event::Left(left) = event(&mut b).await else {
+        panic!("left")
+    };
+    assert_eq!(&*left.name, "A");
+    two.shutdown().await;
+}
