@@ -96,6 +96,17 @@ pub enum ConnectError {
         /// The policy the server has.
         policy: String,
     },
+    /// The nodes already running on this Redis have other room rules (see
+    /// [`RedisBackplane::check_rules`]).
+    #[error(
+        "the cluster on this Redis runs with other room rules: {}; give every node the same \
+         limits (or stop the others first)",
+        differences.join("; ")
+    )]
+    RulesDiffer {
+        /// Each difference, as `history 50 here, 100 in the cluster`.
+        differences: Vec<String>,
+    },
 }
 
 /// Tunables of a node; the defaults suit a Redis on the same network.
@@ -250,6 +261,42 @@ impl RedisBackplane {
     pub fn outage_limit(mut self, limit: Duration) -> Self {
         self.options.outage_limit = limit;
         self
+    }
+
+    /// Checks that the nodes already running on this Redis have the same room rules as
+    /// `limits` (the ones a hub's [`Limits`](chatroom_core::Limits) give: `history`,
+    /// `resume_grace`, `max_members`, `max_rooms` and the length limits of names,
+    /// rooms and messages). Every node of a cluster must share them: members of one
+    /// room would otherwise get different histories, grace periods and caps depending
+    /// on their node.
+    ///
+    /// A hub whose rules differ is refused by the cluster anyway (at its first
+    /// heartbeat it stops serving, and its store health is `lost`); call this at start,
+    /// with the limits you give the hub, to fail early with a clear error instead. The
+    /// rules are the cluster's as long as one node runs: to change them, stop every
+    /// node (or wait out their leases), then start the nodes with the new ones.
+    pub async fn check_rules(&self, limits: &chatroom_core::Limits) -> Result<(), ConnectError> {
+        let mine = store::rules(limits);
+        let scripts = store::Scripts::new();
+        let mut call = scripts.check_rules.prepare_invoke();
+        call.key(store::PartitionKeys::nodes())
+            .key(store::PartitionKeys::rules())
+            .arg(&mine);
+        let mut con = self.con.clone();
+        let value = tokio::time::timeout(
+            Duration::from_secs(5),
+            call.invoke_async::<redis::Value>(&mut con),
+        )
+        .await
+        .map_err(|_| ConnectError::Unreachable("no answer within 5 s".to_owned()))?
+        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let reply = store::Reply::new(value);
+        match reply.text(1) {
+            Some(theirs) if reply.status() == "rules" => Err(ConnectError::RulesDiffer {
+                differences: store::rules_diff(&mine, &theirs),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// For tests of faults: a switch that makes this node "crash" (it stops calling

@@ -40,6 +40,7 @@ pub(crate) struct Scripts {
     pub(crate) read: Script,
     pub(crate) heartbeat: Script,
     pub(crate) reap: Script,
+    pub(crate) check_rules: Script,
 }
 
 impl Scripts {
@@ -56,6 +57,7 @@ impl Scripts {
             &self.read,
             &self.heartbeat,
             &self.reap,
+            &self.check_rules,
         ] {
             script.load_async(con).await?;
         }
@@ -72,7 +74,16 @@ impl Scripts {
             disconnect: script(include_str!("../lua/disconnect.lua"), false),
             expire: script(include_str!("../lua/expire.lua"), false),
             read: script(include_str!("../lua/read.lua"), true),
-            heartbeat: Script::new(&format!("#!lua\n{}", include_str!("../lua/heartbeat.lua"))),
+            heartbeat: Script::new(&format!(
+                "#!lua\n{}\n{}",
+                include_str!("../lua/rules.lua"),
+                include_str!("../lua/heartbeat.lua")
+            )),
+            check_rules: Script::new(&format!(
+                "#!lua flags=no-writes\n{}\n{}",
+                include_str!("../lua/rules.lua"),
+                include_str!("../lua/check_rules.lua")
+            )),
             reap: Script::new(&format!("#!lua\n{}", include_str!("../lua/reap.lua"))),
         }
     }
@@ -125,6 +136,54 @@ impl PartitionKeys {
     pub(crate) fn dying() -> String {
         format!("cr:{TAG}:dying")
     }
+    pub(crate) fn rules() -> String {
+        format!("cr:{TAG}:rules")
+    }
+}
+
+/// The room rules every node of a cluster must share, as stored in Redis: the limits
+/// the scripts apply or that shape what every member sees.
+pub(crate) fn rules(limits: &chatroom_core::Limits) -> String {
+    [
+        ("history", limits.history as u128),
+        ("resume_grace_ms", limits.resume_grace.as_millis()),
+        ("max_members", limits.max_members as u128),
+        ("max_rooms", limits.max_rooms as u128),
+        ("max_name_chars", limits.max_name_chars as u128),
+        ("max_room_chars", limits.max_room_chars as u128),
+        ("max_message_chars", limits.max_message_chars as u128),
+    ]
+    .iter()
+    .map(|(name, value)| format!("{name}={value}"))
+    .collect::<Vec<_>>()
+    .join(";")
+}
+
+/// How this node's rules differ from the cluster's, for people:
+/// `history 50 here, 100 in the cluster`.
+pub(crate) fn rules_diff(here: &str, cluster: &str) -> Vec<String> {
+    let pairs = |rules: &str| -> Vec<(String, String)> {
+        rules
+            .split(';')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let (here, cluster) = (pairs(here), pairs(cluster));
+    let mut out = Vec::new();
+    for (name, mine) in &here {
+        match cluster.iter().find(|(k, _)| k == name) {
+            Some((_, theirs)) if theirs == mine => {}
+            Some((_, theirs)) => out.push(format!("{name} {mine} here, {theirs} in the cluster")),
+            None => out.push(format!("{name} {mine} here, unknown to the cluster")),
+        }
+    }
+    for (name, theirs) in &cluster {
+        if !here.iter().any(|(k, _)| k == name) {
+            out.push(format!("{name} {theirs} in the cluster, unknown here"));
+        }
+    }
+    out
 }
 
 /// The pub/sub channel of a room.
@@ -244,5 +303,31 @@ pub(crate) fn int(value: &Value) -> Option<u64> {
         Value::Int(i) => u64::try_from(*i).ok(),
         Value::Double(d) if *d >= 0.0 => Some(*d as u64),
         other => text(other)?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_name_each_difference() {
+        let mine = chatroom_core::Limits {
+            history: 50,
+            ..chatroom_core::Limits::default()
+        };
+        let theirs = chatroom_core::Limits::default();
+        assert_eq!(
+            rules_diff(&rules(&mine), &rules(&mine)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            rules_diff(&rules(&mine), &rules(&theirs)),
+            ["history 50 here, 100 in the cluster"]
+        );
+        assert_eq!(
+            rules_diff("history=1", "history=1;max_rooms=9"),
+            ["max_rooms 9 in the cluster, unknown here"]
+        );
     }
 }

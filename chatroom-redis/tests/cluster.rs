@@ -462,3 +462,86 @@ async fn a_welcome_does_not_overtake_on_its_node_the_joined_it_announces() {
     }
     shutdown(&[one]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_room_rules_is_refused_while_the_cluster_runs() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let lease = Duration::from_millis(600);
+    let (one, crash) = redis.node_with(limits(), |b| b.lease(lease)).await;
+    let mut ann = TestClient::connect(&one);
+    ann.join("r", "Ann").await.expect("joins");
+    let other = Limits {
+        history: 50,
+        ..limits()
+    };
+    let backplane = chatroom_redis::RedisBackplane::connect(&redis.url)
+        .await
+        .expect("connects");
+    match backplane.check_rules(&other).await {
+        Err(chatroom_redis::ConnectError::RulesDiffer { differences }) => {
+            assert_eq!(differences, ["history 50 here, 100 in the cluster"])
+        }
+        other => panic!("expected RulesDiffer, got {other:?}"),
+    }
+    backplane.check_rules(&limits()).await.expect("same rules");
+
+    // Started anyway, the node is refused at its first heartbeat and serves nothing.
+    let stubborn = Hub::builder()
+        .limits(other.clone())
+        .backplane(backplane)
+        .build();
+    let started = std::time::Instant::now();
+    while stubborn.store_health() != chatroom_core::StoreHealth::Lost {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "refused in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut bob = TestClient::connect(&stubborn);
+    bob.send_json(&json!({"type": "join", "room": "r", "name": "Bob"}))
+        .await;
+    match tokio::time::timeout(Duration::from_secs(5), bob.recv())
+        .await
+        .expect("answered")
+    {
+        Ok(ServerFrame::Reply(Reply::Error { code, .. })) => {
+            assert_eq!(code, ErrorCode::Unavailable)
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    ann.send_json(&json!({"type": "send", "text": "still here"}))
+        .await;
+    let Event::Message(m) = event(&mut ann).await else {
+        panic!("a message")
+    };
+    assert_eq!(m.id, 2, "the cluster went on, without Bob");
+    tokio::time::timeout(Duration::from_secs(5), stubborn.shutdown())
+        .await
+        .expect("the refused hub shuts down");
+
+    // Once no node of the old rules is alive, new rules are the cluster's.
+    crash.crash();
+    tokio::time::sleep(lease * 2).await;
+    let (three, _) = redis.node_with(other.clone(), |b| b.lease(lease)).await;
+    let fresh = chatroom_redis::RedisBackplane::connect(&redis.url)
+        .await
+        .expect("connects");
+    let started = std::time::Instant::now();
+    while fresh.check_rules(&other).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "adopted in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        fresh.check_rules(&limits()).await,
+        Err(chatroom_redis::ConnectError::RulesDiffer { .. })
+    ));
+    tokio::time::timeout(Duration::from_secs(5), three.shutdown())
+        .await
+        .expect("shuts down");
+}

@@ -232,12 +232,16 @@ impl SiteConfig {
         let Some(url) = &self.redis_url else {
             return Ok(builder.build());
         };
+        let failed = |cause| ClusterError {
+            url: redact(url),
+            cause,
+        };
         let backplane = chatroom_redis::RedisBackplane::connect(url)
             .await
-            .map_err(|cause| ClusterError {
-                url: redact(url),
-                cause,
-            })?;
+            .map_err(failed)?;
+        // A node whose room rules differ from the running cluster's would be refused at
+        // its first heartbeat: say so now, naming each difference.
+        backplane.check_rules(&self.limits).await.map_err(failed)?;
         Ok(builder.backplane(backplane.lease(self.node_lease)).build())
     }
 

@@ -350,3 +350,19 @@ async fn a_node_paused_past_its_lease_wakes_delivering_nothing_and_closes_with_1
         "no left, no joined before it"
     );
 }
+
+#[tokio::test]
+async fn a_site_with_other_room_rules_than_the_running_cluster_stops_at_start() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let _running = start(BINARIES[0], &redis);
+    let mut other = node_command(BINARIES[1], &redis);
+    let out = other.env("CHATROOM_HISTORY", "50").output().expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other room rules") && err.contains("history 50 here, 100 in the cluster"),
+        "{err}"
+    );
+}
