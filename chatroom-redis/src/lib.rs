@@ -48,6 +48,10 @@
 //!
 //! # Redis
 //!
+//! A `rediss://` URL connects over TLS (rustls), trusting the system's roots; give
+//! [`RedisBackplane::connect_with_tls`] your own CA or a client certificate. Every node
+//! must have the same room rules ([`RedisBackplane::check_rules`]).
+//!
 //! Redis 7.0 or later with `maxmemory-policy noeviction` (an evicted room would restart
 //! its ids while its names are held); see docs/operations.md for persistence and
 //! memory. While Redis cannot be reached, frames that need it are answered
@@ -74,9 +78,14 @@ pub(crate) struct Unreachable;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL is not a Redis URL (`redis://host:port/`, `unix:///path`).
+    /// The URL is not a Redis URL (`redis://host:port/`, `rediss://host:port/`,
+    /// `unix:///path`).
     #[error("not a Redis URL ({0})")]
     BadUrl(String),
+    /// The TLS settings cannot be used: certificates that are not PEM, or certificates
+    /// given for a URL without TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Redis could not be reached or did not answer.
     #[error("cannot reach Redis: {0}")]
     Unreachable(String),
@@ -154,12 +163,109 @@ impl std::fmt::Debug for RedisBackplane {
     }
 }
 
+/// What a `rediss://` connection trusts and presents, for
+/// [`RedisBackplane::connect_with_tls`]. By default (and with
+/// [`RedisBackplane::connect`]) the server's certificate must chain to one of the
+/// system's root certificates, and no client certificate is sent.
+#[derive(Clone, Default)]
+pub struct TlsCertificates {
+    root: Option<Vec<u8>>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsCertificates")
+            .field("root", &self.root.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsCertificates {
+    /// The system's roots, no client certificate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts the certificate authority `pem` (PEM-encoded) instead of the system's
+    /// roots: for a Redis whose certificate your own CA issued.
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and its private key (both PEM-encoded), for a
+    /// Redis that requires them (`tls-auth-clients yes`).
+    pub fn client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+}
+
 impl RedisBackplane {
-    /// Connects to the Redis at `url` (`redis://[user:password@]host:port/[db]`, or
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port/[db]`,
+    /// `rediss://...` for TLS, checked against the system's root certificates, or
     /// `unix:///path/to/redis.sock`) and checks that it can serve as a backplane:
     /// version 7.0 or later and `maxmemory-policy noeviction`.
     pub async fn connect(url: &str) -> Result<RedisBackplane, ConnectError> {
-        let client = redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+        Self::connect_inner(url, None).await
+    }
+
+    /// [`RedisBackplane::connect`] to a `rediss://` URL with certificates of your own:
+    /// a root certificate to trust, a client certificate to present.
+    pub async fn connect_with_tls(
+        url: &str,
+        tls: TlsCertificates,
+    ) -> Result<RedisBackplane, ConnectError> {
+        if !url.starts_with("rediss://") {
+            return Err(ConnectError::Tls(
+                "certificates given for a URL without TLS (use rediss://)".to_owned(),
+            ));
+        }
+        Self::connect_inner(url, Some(tls)).await
+    }
+
+    async fn connect_inner(
+        url: &str,
+        tls: Option<TlsCertificates>,
+    ) -> Result<RedisBackplane, ConnectError> {
+        if url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; keep the host's if it chose
+            // one already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match tls {
+            None => redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?,
+            Some(TlsCertificates { root, client }) => {
+                if let Some(root) = &root {
+                    pem_certificates(root, "the root certificate")?;
+                }
+                if let Some((cert, key)) = &client {
+                    pem_certificates(cert, "the client certificate")?;
+                    use rustls::pki_types::pem::PemObject as _;
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+                        ConnectError::Tls(format!("the client key is not a PEM private key: {e}"))
+                    })?;
+                }
+                let info = redis::IntoConnectionInfo::into_connection_info(url)
+                    .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: client.map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }),
+                    root_cert: root,
+                };
+                redis::Client::build_with_tls(info, certificates)
+                    .map_err(|e| ConnectError::Tls(e.to_string()))?
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -331,6 +437,21 @@ impl CrashSwitch {
     /// The node stops at once, as if its process were killed.
     pub fn crash(&self) {
         self.0.cancel();
+    }
+}
+
+/// Checks that `pem` holds at least one PEM certificate (the redis crate would ignore
+/// anything else, and fail later with a vaguer error).
+fn pem_certificates(pem: &[u8], what: &str) -> Result<(), ConnectError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certificates: Result<Vec<_>, _> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect();
+    match certificates {
+        Ok(c) if !c.is_empty() => Ok(()),
+        Ok(_) => Err(ConnectError::Tls(format!(
+            "{what} holds no PEM certificate"
+        ))),
+        Err(e) => Err(ConnectError::Tls(format!("{what} is not PEM: {e}"))),
     }
 }
 

@@ -21,10 +21,17 @@ pub struct RedisServer {
     child: Child,
     dir: PathBuf,
     socket: PathBuf,
-    /// How it persists (`--appendonly ...`), kept for [`RedisServer::restart`].
-    persistence: Vec<&'static str>,
-    /// Its URL (`unix:///...`).
+    /// How it persists (`--appendonly ...`), and anything else it was started with;
+    /// kept for [`RedisServer::restart`].
+    persistence: Vec<String>,
+    /// Its URL for nodes (`unix:///...`, or `rediss://127.0.0.1:<port>/`).
     pub url: String,
+    /// The certificate authority that issued its TLS certificate (PEM), when it speaks
+    /// TLS: trust it with [`TlsCertificates::root_certificate`](crate::TlsCertificates).
+    pub ca: Option<String>,
+    /// A client certificate and key (PEM) the CA issued, when the server requires one
+    /// ([`start_mutual_tls`](Self::start_mutual_tls)).
+    pub client: Option<(String, String)>,
 }
 
 impl RedisServer {
@@ -34,16 +41,88 @@ impl RedisServer {
     ///
     /// When the server does not start, or is missing while `CHATROOM_REQUIRE_ALL=1`.
     pub fn start() -> Option<RedisServer> {
-        Self::start_persisting(vec!["--appendonly", "no"])
+        Self::start_persisting(args(&["--appendonly", "no"]))
+    }
+
+    /// [`RedisServer::start`], and TLS on a loopback port: [`url`](Self::url) is
+    /// `rediss://127.0.0.1:<port>/`, with a certificate issued by a fresh test CA
+    /// ([`ca`](Self::ca)). Its Unix socket stays for [`command`](Self::command).
+    pub fn start_tls() -> Option<RedisServer> {
+        Self::start_tls_with(false)
+    }
+
+    /// [`RedisServer::start_tls`], and the server requires a client certificate
+    /// issued by its CA ([`client`](Self::client)).
+    pub fn start_mutual_tls() -> Option<RedisServer> {
+        Self::start_tls_with(true)
+    }
+
+    fn start_tls_with(clients: bool) -> Option<RedisServer> {
+        let dir = fresh_dir();
+        let ca_key = rcgen::KeyPair::generate().expect("a key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "chatroom test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("a CA");
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("a certificate");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("writes");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("writes");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("writes");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let client_key = rcgen::KeyPair::generate().expect("a key");
+        let client_cert = rcgen::CertificateParams::new(vec!["chatroom-node".to_owned()])
+            .expect("params")
+            .signed_by(&client_key, &ca)
+            .expect("a certificate");
+        let auth = if clients { "yes" } else { "no" };
+        let mut options = args(&[
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--tls-auth-clients",
+            auth,
+        ]);
+        for (flag, file) in [
+            ("--tls-cert-file", "cert.pem"),
+            ("--tls-key-file", "key.pem"),
+            ("--tls-ca-cert-file", "ca.pem"),
+        ] {
+            options.push(flag.to_owned());
+            options.push(dir.join(file).display().to_string());
+        }
+        options.push("--tls-port".to_owned());
+        options.push(port.to_string());
+        let mut server = Self::start_in(dir, options)?;
+        server.url = format!("rediss://127.0.0.1:{port}/");
+        server.ca = Some(ca.pem());
+        if clients {
+            server.client = Some((client_cert.pem(), client_key.serialize_pem()));
+        }
+        Some(server)
     }
 
     /// [`RedisServer::start`] with an append-only file synced on every write
     /// (`appendfsync always`): a [`restart`](RedisServer::restart) loses nothing.
     pub fn start_with_aof() -> Option<RedisServer> {
-        Self::start_persisting(vec!["--appendonly", "yes", "--appendfsync", "always"])
+        Self::start_persisting(args(&["--appendonly", "yes", "--appendfsync", "always"]))
     }
 
-    fn start_persisting(persistence: Vec<&'static str>) -> Option<RedisServer> {
+    fn start_persisting(persistence: Vec<String>) -> Option<RedisServer> {
+        Self::start_in(fresh_dir(), persistence)
+    }
+
+    fn start_in(dir: PathBuf, persistence: Vec<String>) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -56,12 +135,6 @@ impl RedisServer {
             eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!(
-            "chatroom-redis-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
         let socket = dir.join("redis.sock");
         let child = spawn(&dir, &socket, &persistence);
         Some(RedisServer {
@@ -70,6 +143,8 @@ impl RedisServer {
             dir,
             socket,
             persistence,
+            ca: None,
+            client: None,
         })
     }
 
@@ -124,16 +199,31 @@ impl RedisServer {
         limits: Limits,
         tune: impl FnOnce(RedisBackplane) -> RedisBackplane,
     ) -> (Hub, crate::CrashSwitch) {
-        let backplane = tune(
-            RedisBackplane::connect(&self.url)
-                .await
-                .expect("connects to the test server"),
-        );
+        let backplane = tune(self.backplane().await);
         let crash = backplane.crash_switch();
         (
             Hub::builder().limits(limits).backplane(backplane).build(),
             crash,
         )
+    }
+
+    /// A backplane on this server (trusting its CA when it speaks TLS).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect.
+    pub async fn backplane(&self) -> RedisBackplane {
+        let connected = match &self.ca {
+            Some(ca) => {
+                let mut tls = crate::TlsCertificates::new().root_certificate(ca.as_bytes());
+                if let Some((cert, key)) = &self.client {
+                    tls = tls.client_certificate(cert.as_bytes(), key.as_bytes());
+                }
+                RedisBackplane::connect_with_tls(&self.url, tls).await
+            }
+            None => RedisBackplane::connect(&self.url).await,
+        };
+        connected.expect("connects to the test server")
     }
 
     /// Runs a command on the server (`CLIENT PAUSE`, `FLUSHALL`, ...).
@@ -142,7 +232,8 @@ impl RedisServer {
     ///
     /// When the command fails.
     pub async fn command(&self, args: &[&str]) -> redis::Value {
-        let client = redis::Client::open(self.url.as_str()).expect("a URL");
+        let client =
+            redis::Client::open(format!("unix://{}", self.socket.display())).expect("a URL");
         let mut con = client
             .get_multiplexed_async_connection()
             .await
@@ -155,7 +246,21 @@ impl RedisServer {
     }
 }
 
-fn spawn(dir: &std::path::Path, socket: &std::path::Path, persistence: &[&str]) -> Child {
+fn args(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+fn fresh_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "chatroom-redis-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
+fn spawn(dir: &std::path::Path, socket: &std::path::Path, persistence: &[String]) -> Child {
     let child = Command::new("redis-server")
         .args(["--port", "0", "--unixsocket"])
         .arg(socket)

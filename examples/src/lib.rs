@@ -49,6 +49,9 @@ pub struct SiteConfig {
     /// (`CHATROOM_REDIS_URL`: `redis://host:port/`, `rediss://`, `unix:///path`);
     /// `None`: a single node.
     pub redis_url: Option<String>,
+    /// A PEM file of the certificate authority to trust for a `rediss://` URL
+    /// (`CHATROOM_REDIS_CA_FILE`) instead of the system's roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// How long this node's lease in Redis lasts (`CHATROOM_NODE_LEASE_MS`, default
     /// 6000).
     pub node_lease: Duration,
@@ -214,6 +217,10 @@ impl SiteConfig {
         let redis_url = get("CHATROOM_REDIS_URL")
             .map(|(_, v)| v.trim().to_owned())
             .filter(|v| !v.is_empty());
+        let redis_ca_file = get("CHATROOM_REDIS_CA_FILE")
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from);
         let node_lease = ms("CHATROOM_NODE_LEASE_MS", Duration::from_millis(6000))?;
         Ok(SiteConfig {
             addr,
@@ -222,6 +229,7 @@ impl SiteConfig {
             scheme,
             address_header,
             redis_url,
+            redis_ca_file,
             node_lease,
         })
     }
@@ -236,9 +244,20 @@ impl SiteConfig {
             url: redact(url),
             cause,
         };
-        let backplane = chatroom_redis::RedisBackplane::connect(url)
-            .await
-            .map_err(failed)?;
+        let backplane = match &self.redis_ca_file {
+            None => chatroom_redis::RedisBackplane::connect(url).await,
+            Some(path) => {
+                let ca = std::fs::read(path).map_err(|e| {
+                    failed(chatroom_redis::ConnectError::Tls(format!(
+                        "CHATROOM_REDIS_CA_FILE={}: {e}",
+                        path.display()
+                    )))
+                })?;
+                let tls = chatroom_redis::TlsCertificates::new().root_certificate(ca);
+                chatroom_redis::RedisBackplane::connect_with_tls(url, tls).await
+            }
+        }
+        .map_err(failed)?;
         // A node whose room rules differ from the running cluster's would be refused at
         // its first heartbeat: say so now, naming each difference.
         backplane.check_rules(&self.limits).await.map_err(failed)?;
@@ -273,7 +292,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 33] = [
+        let rows: [(&str, String); 34] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -333,6 +352,14 @@ impl SiteConfig {
                 self.redis_url
                     .as_deref()
                     .map_or("(unset: a single node)".to_owned(), redact),
+            ),
+            (
+                "CHATROOM_REDIS_CA_FILE",
+                self.redis_ca_file
+                    .as_ref()
+                    .map_or("(unset: the system's roots)".to_owned(), |p| {
+                        p.display().to_string()
+                    }),
             ),
             ("CHATROOM_NODE_LEASE_MS", ms(self.node_lease)),
             (

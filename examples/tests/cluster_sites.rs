@@ -366,3 +366,44 @@ async fn a_site_with_other_room_rules_than_the_running_cluster_stops_at_start() 
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn sites_reach_a_tls_redis_trusting_the_ca_file_they_are_given() {
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let ca = std::env::temp_dir().join(format!("chatroom-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, redis.ca.as_deref().expect("a CA")).expect("writes");
+    let with_ca = |binary| {
+        let mut command = node_command(binary, &redis);
+        command.env("CHATROOM_REDIS_CA_FILE", &ca);
+        command
+    };
+    let axum = start_with(with_ca(BINARIES[0]));
+    let actix = start_with(with_ca(BINARIES[1]));
+    let mut ann = connect(&axum).await;
+    send(
+        &mut ann,
+        json!({"type": "join", "room": "tls", "name": "Ann"}),
+    )
+    .await;
+    assert_eq!(next(&mut ann).await["type"], "welcome");
+    let mut bob = connect(&actix).await;
+    send(
+        &mut bob,
+        json!({"type": "join", "room": "tls", "name": "Bob"}),
+    )
+    .await;
+    assert_eq!(next(&mut bob).await["members"], json!(["Ann", "Bob"]));
+    assert_eq!(next(&mut ann).await["type"], "joined");
+
+    // Without the CA file, the system's roots do not know the server's certificate.
+    let out = node_command(BINARIES[0], &redis).output().expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CHATROOM_REDIS_URL=rediss://") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&ca);
+}
