@@ -41,7 +41,8 @@ pub(crate) struct Shared {
     /// When the last heartbeat that succeeded was sent: the lease holds until then plus
     /// the lease, by this node's own clock. Past the outage limit, connections close
     /// with 1013.
-    last_renewed: Mutex<tokio::time::Instant>,
+    /// `None` until the first heartbeat answers: until then the node has no lease.
+    last_renewed: Mutex<Option<tokio::time::Instant>>,
     /// The lease ran out by this node's clock (a long pause, an outage): it delivers
     /// nothing and calls nothing until a heartbeat answers.
     suspended: AtomicBool,
@@ -97,7 +98,7 @@ impl Shared {
         Arc::new(Shared {
             node: Mutex::new(crate::random_hex()),
             instance: Mutex::new(instance),
-            last_renewed: Mutex::new(tokio::time::Instant::now()),
+            last_renewed: Mutex::new(None),
             suspended: AtomicBool::new(false),
             health: AtomicU8::new(0),
             refused: AtomicBool::new(false),
@@ -164,6 +165,9 @@ impl Shared {
     }
 
     async fn run(&self, call: &redis::ScriptInvocation<'_>) -> Result<Reply, Unreachable> {
+        if lock(&self.last_renewed).is_none() {
+            self.first_lease().await;
+        }
         if self.crashed.is_cancelled()
             || self.refused.load(Ordering::Relaxed)
             || !self.lease_holds()
@@ -192,9 +196,14 @@ impl Shared {
     /// others may take the node for dead at any moment: it must neither deliver nor act
     /// until a heartbeat renews it (or tells it that it was reaped).
     pub(crate) fn lease_holds(&self) -> bool {
-        if lock(&self.last_renewed).elapsed() < self.options.lease {
-            return true;
+        let renewed = lock(&self.last_renewed);
+        match *renewed {
+            Some(at) if at.elapsed() < self.options.lease => return true,
+            // Not started yet: nothing to deliver, nothing to suspend.
+            None => return false,
+            Some(_) => {}
         }
+        // Under the lock, so that a renewal cannot slip in between.
         if !self.suspended.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "this node's lease ran out by its own clock: it delivers nothing until \
@@ -205,6 +214,18 @@ impl Shared {
         false
     }
 
+    /// Waits (a little) for the node's first heartbeat: a call made before it would
+    /// act for a node that holds no lease, which nobody could reap.
+    async fn first_lease(&self) {
+        let give_up = tokio::time::Instant::now() + self.options.call_timeout * 4;
+        while lock(&self.last_renewed).is_none()
+            && tokio::time::Instant::now() < give_up
+            && !self.gave_up()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub(crate) fn health(&self) -> StoreHealth {
         HEALTH
             .get(usize::from(self.health.load(Ordering::Relaxed)))
@@ -212,11 +233,20 @@ impl Shared {
             .unwrap_or(StoreHealth::Lost)
     }
 
-    /// Records the store's health; a change is logged once, with its cause.
+    /// Records the store's health; a change is logged once, with its cause. Only a
+    /// heartbeat that succeeds leaves `lost` (a refused node never does).
     fn set_health(&self, health: StoreHealth, cause: &str) {
         let index = HEALTH.iter().position(|h| *h == health).unwrap_or(2) as u8;
-        let before = self.health.swap(index, Ordering::Relaxed);
-        if before == index {
+        let lost = HEALTH.len() as u8 - 1;
+        let refused = self.refused.load(Ordering::Relaxed);
+        let changed = self
+            .health
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |before| {
+                let stays = before == index
+                    || (before == lost && (refused || health == StoreHealth::Degraded));
+                (!stays).then_some(index)
+            });
+        if changed.is_err() {
             return;
         }
         match health {
@@ -358,6 +388,10 @@ impl Shared {
     /// order; closes the room's members here with 4002 if the stream no longer reaches
     /// back that far.
     fn repair(self: &Arc<Self>, room: &str) {
+        if !self.lease_holds() {
+            // Repaired when the lease is renewed (every room is, then).
+            return;
+        }
         let Some(mirror) = self.existing_mirror(room) else {
             return;
         };
@@ -372,12 +406,17 @@ impl Shared {
         let room = room.to_owned();
         self.context.spawn(async move {
             let sent_with = shared.instance();
+            let epoch = lock(&mirror).epoch;
             let mut outcome = shared.repair_once(&room, &mirror).await;
-            if matches!(outcome, Err(Repair::Unrepairable))
-                && shared.data_set_changed(&sent_with).await
-            {
-                // Not a gap: Redis lost everything (a restart without its data), and
-                // every membership of this node ends with 1012, not 4002.
+            let suspect = match &outcome {
+                Ok(events) => !events.is_empty(),
+                Err(Repair::Unrepairable) => true,
+                Err(Repair::Unreachable) => false,
+            };
+            if suspect && shared.data_set_changed(&sent_with).await {
+                // Not a gap, and not this room's events: Redis lost everything (a
+                // restart without its data), and every membership of this node ends
+                // with 1012, not 4002.
                 shared.data_lost(&sent_with).await;
                 outcome = Ok(Vec::new());
             }
@@ -387,7 +426,10 @@ impl Shared {
                 m.repairing = false;
                 match outcome {
                     // Delivered once the lease is renewed (which repairs every room).
-                    Ok(_) if !shared.lease_holds() => {}
+                    _ if !shared.lease_holds() => {}
+                    // The mirror moved on meanwhile (a welcome of the room made anew):
+                    // what was read is of the room before.
+                    _ if m.epoch != epoch => effects.repair = m.epoch != 0,
                     Ok(events) => {
                         for ev in events {
                             m.offer(ev, &mut effects);
@@ -401,6 +443,9 @@ impl Shared {
                 }
             }
             if effects.repair {
+                if shared.gave_up() {
+                    return;
+                }
                 // Still missing something (or Redis did not answer): try again shortly.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -753,7 +798,16 @@ impl Shared {
             return;
         };
         let mut effects = Effects::default();
-        lock(&mirror).offer(ev, &mut effects);
+        {
+            let mut m = lock(&mirror);
+            if ev.epoch > m.epoch && m.epoch != 0 && !m.members.is_empty() {
+                // The room was made anew, or Redis lost its data: repair tells which
+                // (and closes the members here with 4002 or 1012).
+                effects.repair = true;
+            } else {
+                m.offer(ev, &mut effects);
+            }
+        }
         self.effects(room, effects);
     }
 
@@ -769,7 +823,9 @@ impl Shared {
                 // For good: the node serves nothing, and its health stays `lost`.
                 Err(_) if self.refused.load(Ordering::Relaxed) => return,
                 Err(cause) => {
-                    self.set_health(StoreHealth::Degraded, &cause);
+                    if !closed_for_outage {
+                        self.set_health(StoreHealth::Degraded, &cause);
+                    }
                     false
                 }
             };
@@ -786,7 +842,7 @@ impl Shared {
                     });
                 }
             } else if !closed_for_outage
-                && lock(&self.last_renewed).elapsed() > self.options.outage_limit
+                && lock(&self.last_renewed).is_some_and(|t| t.elapsed() > self.options.outage_limit)
             {
                 tracing::error!("Redis has been unreachable too long: connections close with 1013");
                 self.set_health(StoreHealth::Lost, "unreachable past the outage limit");
@@ -806,9 +862,13 @@ impl Shared {
     /// A heartbeat sent at `sent` succeeded: the lease holds again from then on, and
     /// what was held back while it did not is repaired from the streams.
     fn renewed(self: &Arc<Self>, sent: tokio::time::Instant) {
-        *lock(&self.last_renewed) = sent;
+        let resumed = {
+            let mut renewed = lock(&self.last_renewed);
+            *renewed = Some(sent);
+            self.suspended.swap(false, Ordering::Relaxed)
+        };
         self.set_health(StoreHealth::Connected, "a heartbeat succeeded");
-        if self.suspended.swap(false, Ordering::Relaxed) {
+        if resumed {
             tracing::info!("lease renewed: delivering again");
             let rooms: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
             for room in rooms {
@@ -893,7 +953,11 @@ impl Shared {
             .key(PartitionKeys::holdoff())
             .key(PartitionKeys::dead())
             .key(PartitionKeys::dying())
-            .arg(self.node());
+            .key(PartitionKeys::heartbeat())
+            .arg(self.node())
+            .arg(self.deadline())
+            .arg(self.options.lease.as_millis() as u64)
+            .arg((self.options.lease / 3).as_millis() as u64);
         let Ok(Value::Array(dying)) = store::run(&call, &self.con, self.options.call_timeout).await
         else {
             return;
@@ -994,6 +1058,10 @@ impl Shared {
                 () = self.cancel.cancelled() => return,
                 () = tokio::time::sleep(self.options.check_interval) => {}
             }
+            if !self.lease_holds() {
+                // Nothing is asked or changed without a lease.
+                continue;
+            }
             let rooms: Vec<(String, Arc<Mutex<Mirror>>)> = {
                 let mirrors = lock(&self.mirrors);
                 mirrors
@@ -1011,12 +1079,13 @@ impl Shared {
                     continue;
                 }
                 let mut con = self.con.clone();
-                let meta: Result<(Option<u64>, Option<u64>), _> = redis::cmd("HMGET")
-                    .arg(store::meta(&room))
-                    .arg("epoch")
-                    .arg("seq")
-                    .query_async(&mut con)
-                    .await;
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(store::meta(&room)).arg("epoch").arg("seq");
+                let read = hmget.query_async::<(Option<u64>, Option<u64>)>(&mut con);
+                let meta = match tokio::time::timeout(self.options.call_timeout, read).await {
+                    Ok(meta) => meta,
+                    Err(_) => continue,
+                };
                 match meta {
                     Ok((Some(e), Some(seq))) if e == epoch && seq < delivered => {
                         let instance = self.instance();

@@ -307,8 +307,9 @@ async fn overflow(redis: &RedisServer, busy: &BusyNode, one: &chatroom_core::Hub
             "pubsub 4096 0 0",
         ])
         .await;
+    // Long enough for the posts below on a loaded machine; shorter than the lease.
     busy.block
-        .send(Duration::from_millis(1500))
+        .send(Duration::from_millis(4000))
         .expect("blocks");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let text = "x".repeat(4000);
@@ -530,5 +531,59 @@ async fn a_node_shuts_down_while_redis_is_frozen_and_the_reaper_settles_its_memb
         panic!("left")
     };
     assert_eq!(&*left.name, "A");
+    two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_outage_limit_connections_close_with_1013_and_resume_when_redis_is_back() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let tune = |b: chatroom_redis::RedisBackplane| {
+        b.lease(Duration::from_millis(900))
+            .call_timeout(Duration::from_millis(200))
+            .outage_limit(Duration::from_millis(1500))
+    };
+    let (one, _) = redis.node_with(Limits::default(), tune).await;
+    let (two, _) = redis.node_with(Limits::default(), tune).await;
+    let mut a = TestClient::connect(&one);
+    let w = a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    let wb = b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+
+    redis.signal("STOP");
+    for client in [&mut a, &mut b] {
+        assert_eq!(close_code_of(client).await, close_code::TRY_AGAIN_LATER);
+    }
+    assert_eq!(one.store_health(), StoreHealth::Lost);
+    // Lost stays lost while Redis is out, whatever else fails meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(one.store_health(), StoreHealth::Lost);
+    redis.signal("CONT");
+
+    let back = Instant::now();
+    while one.store_health() != StoreHealth::Connected {
+        assert!(back.elapsed() < Duration::from_secs(5), "healthy again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both resume (their memberships were held); nothing was announced meanwhile.
+    let mut b = TestClient::connect(&two);
+    b.send_json(&json!({"type": "join", "room": "r", "name": "B", "resume": wb.resume, "since": wb.last_id}))
+        .await;
+    b.welcome().await.expect("resumes");
+    let mut again = TestClient::connect(&one);
+    again
+        .send_json(&json!({"type": "join", "room": "r", "name": "A", "resume": w.resume, "since": w.last_id + 1}))
+        .await;
+    again.welcome().await.expect("resumes");
+    again
+        .send_json(&json!({"type": "send", "text": "back"}))
+        .await;
+    let Event::Message(m) = event(&mut b).await else {
+        panic!("the message, no left or joined before it")
+    };
+    assert_eq!((&*m.text, m.id), ("back", 3));
+    one.shutdown().await;
     two.shutdown().await;
 }
