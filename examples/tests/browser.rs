@@ -148,7 +148,12 @@ struct Site {
 
 impl Site {
     fn start(binary: &str) -> Site {
+        Site::start_with(binary, &[])
+    }
+
+    fn start_with(binary: &str, env: &[(&str, &str)]) -> Site {
         let mut child = Command::new(binary)
+            .envs(env.iter().copied())
             .env("CHATROOM_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -550,6 +555,113 @@ async fn axum_site_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_site_in_a_browser() {
     run(env!("CARGO_BIN_EXE_actix-site"), "actix").await;
+}
+
+/// Two nodes of one cluster (an axum site and an actix site on one Redis), a browser
+/// on each: one set of rooms, one set of names, one conversation.
+async fn two_sites(one: &Site, two: &Site, alice: &Client, bob: &Client) {
+    alice.goto(&one.url("/")).await.expect("lobby");
+    type_into(alice, "room-input", "Shared Room").await;
+    press_enter(alice, "room-input").await;
+    enter_as(alice, "Alice").await;
+
+    // The other node's lobby lists the room, with its member.
+    bob.goto(&two.url("/")).await.expect("lobby");
+    wait_texts(bob, "#rooms li a", "the room", |t| has(t, "Shared Room")).await;
+    assert!(has(&texts(bob, "#rooms li span").await, "1 member"));
+    bob.find(Locator::LinkText("Shared Room"))
+        .await
+        .expect("link")
+        .click()
+        .await
+        .expect("click");
+    // Names are the cluster's: Alice's is taken on this node too.
+    wait_visible(bob, "prompt").await;
+    type_into(bob, "name-input", "alice").await;
+    press_enter(bob, "name-input").await;
+    wait_visible(bob, "taken").await;
+    type_into(bob, "name-input", "Bob").await;
+    press_enter(bob, "name-input").await;
+    wait_visible(bob, "chat").await;
+
+    for b in [alice, bob] {
+        wait_texts(b, "#members li", "both members", |t| t == ["Alice", "Bob"]).await;
+    }
+    say(alice, "from the axum node").await;
+    say(bob, "from the actix node").await;
+    for b in [alice, bob] {
+        wait_texts(b, "#messages li.message .text", "both messages", |t| {
+            has(t, "from the axum node") && has(t, "from the actix node")
+        })
+        .await;
+    }
+    type_into(bob, "rename-input", "Robert").await;
+    press_enter(bob, "rename-input").await;
+    wait_texts(alice, "#members li", "the new name", |t| {
+        t == ["Alice", "Robert"]
+    })
+    .await;
+
+    // A reload resumes: nothing announced to the other node, nothing shown twice.
+    bob.goto("about:blank").await.expect("away");
+    say(alice, "while you reloaded").await;
+    bob.goto(&two.url("/room/Shared%20Room"))
+        .await
+        .expect("the room again");
+    wait_visible(bob, "chat").await;
+    let seen = wait_texts(bob, "#messages li.message .text", "the missed one", |t| {
+        has(t, "while you reloaded")
+    })
+    .await;
+    for text in [
+        "from the axum node",
+        "from the actix node",
+        "while you reloaded",
+    ] {
+        assert_eq!(count(&seen, text), 1, "{text:?} once in {seen:?}");
+    }
+    let system = texts(alice, "#messages li.system .note").await;
+    assert!(
+        !system
+            .iter()
+            .any(|s| s.contains("left") || s.contains("Robert joined")),
+        "seamless: {system:?}"
+    );
+    for b in [alice, bob] {
+        assert_eq!(console_errors(b).await, Vec::<String>::new());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cluster_nodes_in_two_browsers() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let Some(redis) = chatroom_redis::testing::RedisServer::start() else {
+        return;
+    };
+    let env = [("CHATROOM_REDIS_URL", redis.url.as_str())];
+    let one = Site::start_with(env!("CARGO_BIN_EXE_axum-site"), &env);
+    let two = Site::start_with(env!("CARGO_BIN_EXE_actix-site"), &env);
+    let alice = driver.browser().await;
+    let bob = driver.browser().await;
+    let outcome = catch(two_sites(&one, &two, &alice, &bob)).await;
+    if outcome.is_err() {
+        let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+        for (who, browser) in [("alice", &alice), ("bob", &bob)] {
+            if let Ok(png) = browser.screenshot().await {
+                let path = target.join(format!("browser-cluster-{who}.png"));
+                let _ = std::fs::write(&path, png);
+                eprintln!("screenshot: {}", path.display());
+            }
+        }
+    }
+    for browser in [alice, bob] {
+        let _ = browser.close().await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Catching a panic in an async block without a futures dependency.

@@ -358,9 +358,9 @@ async fn a_site_with_other_room_rules_than_the_running_cluster_stops_at_start() 
     };
     let _running = start(BINARIES[0], &redis);
     let mut other = node_command(BINARIES[1], &redis);
-    let out = other.env("CHATROOM_HISTORY", "50").output().expect("runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    other.env("CHATROOM_HISTORY", "50");
+    let (status, err) = run_briefly(other);
+    assert!(!status.success());
     assert!(
         err.contains("other room rules") && err.contains("history 50 here, 100 in the cluster"),
         "{err}"
@@ -398,12 +398,37 @@ async fn sites_reach_a_tls_redis_trusting_the_ca_file_they_are_given() {
     assert_eq!(next(&mut ann).await["type"], "joined");
 
     // Without the CA file, the system's roots do not know the server's certificate.
-    let out = node_command(BINARIES[0], &redis).output().expect("runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (status, err) = run_briefly(node_command(BINARIES[0], &redis));
+    assert!(!status.success());
     assert!(
         err.contains("CHATROOM_REDIS_URL=rediss://") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
     let _ = std::fs::remove_file(&ca);
+}
+
+/// Runs a site that should stop at start: its exit status and what it printed on
+/// stderr. A site that starts after all is killed after 20 s (and fails the test).
+fn run_briefly(mut command: Command) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the site did not stop at start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut err).expect("reads");
+    }
+    (status, err)
 }
