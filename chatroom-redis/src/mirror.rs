@@ -45,7 +45,7 @@ impl Kind {
         })
     }
 
-    fn removes_actor(self) -> bool {
+    pub(crate) fn removes_actor(self) -> bool {
         matches!(self, Kind::Left | Kind::Kicked | Kind::Expired)
     }
 }
@@ -297,6 +297,12 @@ impl Mirror {
         }
         self.members.insert(member, local);
         self.drain(effects);
+    }
+
+    /// Whether the events after `at` are all still here to replay (or none was
+    /// delivered after it).
+    pub(crate) fn reaches(&self, at: u64) -> bool {
+        self.delivered <= at || self.ring.front().is_some_and(|e| e.id <= at + 1)
     }
 
     /// Forgets everything: a new epoch of the room starts at `delivered`. Members still

@@ -1447,10 +1447,15 @@ impl Node {
             welcome,
             epoch,
             at,
+            backlog,
         } = welcomed;
         let shared = &self.shared;
         let (sender, frames) = queue(shared.limits.outgoing_queue.max(2));
         let _ = sender.push(welcome);
+        for frame in backlog {
+            // A queue too small for them fails the next push, as for any slow reader.
+            let _ = sender.push(frame);
+        }
         let local = Local::new(link, sender, at + 1, context.clone());
         let mut effects = Effects::default();
         lock(&shared.rooms).insert(room_hex.to_owned(), room.clone());
@@ -1476,6 +1481,47 @@ impl Node {
             room: Arc::new(Channel { tx }),
             frames,
         }
+    }
+}
+
+impl Node {
+    /// A welcome that ends before events this node has already delivered (joins that
+    /// ran at the same moment, the later one attached first, skipping what nobody
+    /// here needed yet) gets the events in between from the room's stream, so that
+    /// its member is not sent to resume at once. What cannot be read is left to
+    /// `attach` (which then asks for a resume).
+    async fn behind(&self, room: &str, mirror: &Mutex<Mirror>, mut welcomed: Welcomed) -> Welcomed {
+        let shared = &self.shared;
+        for _ in 0..3 {
+            let to = {
+                let m = lock(mirror);
+                if m.epoch != welcomed.epoch || m.reaches(welcomed.at) {
+                    return welcomed;
+                }
+                m.delivered
+            };
+            let mut con = shared.con.clone();
+            let mut xrange = redis::cmd("XRANGE");
+            xrange
+                .arg(store::stream(room))
+                .arg(format!("{}-1", welcomed.at + 1))
+                .arg(format!("{to}-1"));
+            let read = xrange.query_async::<Value>(&mut con);
+            let Ok(Ok(value)) = tokio::time::timeout(shared.options.call_timeout, read).await
+            else {
+                return welcomed;
+            };
+            for ev in parse_entries(&value, welcomed.epoch) {
+                if ev.id != welcomed.at + 1
+                    || (ev.kind.removes_actor() && ev.actor == welcomed.member)
+                {
+                    return welcomed;
+                }
+                welcomed.at = ev.id;
+                welcomed.backlog.push(ev.frame);
+            }
+        }
+        welcomed
     }
 }
 
@@ -1513,6 +1559,9 @@ struct Welcomed {
     welcome: TextFrame,
     epoch: u64,
     at: u64,
+    /// Events after the welcome read from the stream (see [`Node::behind`]); `at` is
+    /// then the last of them.
+    backlog: Vec<TextFrame>,
 }
 
 /// A welcome's members, from a script's reply, as a JSON array.
@@ -1660,8 +1709,10 @@ impl Backplane for Node {
                 welcome,
                 epoch,
                 at,
+                backlog: Vec::new(),
             };
             caught_up(&mirror, epoch, at).await;
+            let welcomed = self.behind(&room_hex, &mirror, welcomed).await;
             let membership = self.joined(&room_name, &room_hex, &mirror, context.clone(), welcomed);
             if fresh.is_some() {
                 // The newcomer's `joined` is the last event of its welcome's history.

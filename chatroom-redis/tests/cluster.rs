@@ -545,3 +545,50 @@ async fn a_node_with_other_room_rules_is_refused_while_the_cluster_runs() {
         .await
         .expect("shuts down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_one_room_at_the_same_moment_all_stay() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let hub = redis.node(limits()).await;
+    // Many rooms, each joined by ten members at once: answers from Redis come back
+    // in any order, and a later join may attach before an earlier one.
+    let mut rooms = Vec::new();
+    for r in 0..20 {
+        let mut joins = Vec::new();
+        for m in 0..10 {
+            let hub = hub.clone();
+            joins.push(tokio::spawn(async move {
+                let mut client = TestClient::connect(&hub);
+                client
+                    .join(&format!("room {r}"), &format!("m{m}"))
+                    .await
+                    .expect("joins");
+                client
+            }));
+        }
+        rooms.push(joins);
+    }
+    for (r, joins) in rooms.into_iter().enumerate() {
+        let mut clients = Vec::new();
+        for join in joins {
+            clients.push(join.await.expect("a join"));
+        }
+        hub.post(&format!("room {r}"), "system", "everyone here?")
+            .await
+            .expect("posted");
+        for client in &mut clients {
+            // Every member gets every event after its welcome, up to the post: none
+            // is sent away to resume.
+            loop {
+                match event(client).await {
+                    Event::Message(m) if &*m.text == "everyone here?" => break,
+                    Event::Joined(_) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+    hub.shutdown().await;
+}
