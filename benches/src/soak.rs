@@ -156,6 +156,13 @@ pub struct SoakFigures {
     pub leftover_members: u64,
     /// Seconds the server took to list nothing (or the settle limit).
     pub settle_seconds: f64,
+    /// Runs of disruption in the measured round (members cut off, connections
+    /// refused, `unavailable` answers, failed resumes; runs apart by less than 3 s
+    /// merged): when each began (seconds into the round), how long it lasted until
+    /// the last disruption of the run, and how many there were. A fault injected
+    /// into a cluster shows as one run; its length is the time the fault took to
+    /// heal, as clients saw it.
+    pub disruptions: Vec<(f64, f64, u64)>,
 }
 
 impl SoakFigures {
@@ -247,6 +254,18 @@ impl SoakFigures {
                 ),
             ),
             (
+                "disruptions",
+                if self.disruptions.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.disruptions
+                        .iter()
+                        .map(|(at, lasted, n)| format!("at {at:.1} s for {lasted:.1} s ({n})"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            ),
+            (
                 "left over",
                 format!(
                     "{} rooms, {} members (settled in {:.1} s)",
@@ -315,6 +334,10 @@ struct Counts {
     next_source: AtomicU32,
     /// (kind, key) -> count: refusals, closes, connect errors.
     tallies: std::sync::Mutex<HashMap<(&'static str, String), u64>>,
+    /// When the measured round began (none during the warm-up).
+    measuring: std::sync::Mutex<Option<Instant>>,
+    /// When each disruption happened, in seconds into the measured round.
+    disrupted_at: std::sync::Mutex<Vec<f64>>,
 }
 
 impl Counts {
@@ -323,9 +346,42 @@ impl Counts {
     }
 
     fn tally(&self, kind: &'static str, key: impl Into<String>) {
-        if let Ok(mut t) = self.tallies.lock() {
-            *t.entry((kind, key.into())).or_default() += 1;
+        let key = key.into();
+        let disrupts = match kind {
+            "member close" | "connect" => true,
+            "refused" => key.contains("unavailable") || key.starts_with("resume"),
+            _ => false,
+        };
+        if disrupts {
+            let since = self.measuring.lock().ok().and_then(|m| *m);
+            if let (Some(since), Ok(mut at)) = (since, self.disrupted_at.lock()) {
+                at.push(since.elapsed().as_secs_f64());
+            }
         }
+        if let Ok(mut t) = self.tallies.lock() {
+            *t.entry((kind, key)).or_default() += 1;
+        }
+    }
+
+    /// The disruptions, as runs apart by at least 3 s.
+    fn disruptions(&self) -> Vec<(f64, f64, u64)> {
+        let mut at = self
+            .disrupted_at
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        at.sort_by(f64::total_cmp);
+        let mut runs: Vec<(f64, f64, u64)> = Vec::new();
+        for t in at {
+            match runs.last_mut() {
+                Some((start, lasted, n)) if t - (*start + *lasted) < 3.0 => {
+                    *lasted = t - *start;
+                    *n += 1;
+                }
+                _ => runs.push((t, 0.0, 1)),
+            }
+        }
+        runs
     }
 
     fn tallies_of(&self, kind: &str) -> HashMap<String, u64> {
@@ -409,6 +465,9 @@ pub(crate) async fn soak(target: Target, plan: SoakPlan) -> SoakFigures {
         None => None,
     };
     let duration = Duration::from_secs(u64::from(plan.seconds));
+    if let Ok(mut m) = counts.measuring.lock() {
+        *m = Some(Instant::now());
+    }
     let rss_samples = round(target, &plan, duration, "soak", counts.clone()).await;
     let (leftover_rooms, leftover_members, settle_seconds) = settle(target, &plan, &counts).await;
     // The server closes the last sockets a little after the members are gone.
@@ -437,6 +496,7 @@ pub(crate) async fn soak(target: Target, plan: SoakPlan) -> SoakFigures {
         leftover_rooms,
         leftover_members,
         settle_seconds,
+        disruptions: c.disruptions(),
         events: get(&c.events),
         lost: get(&c.lost),
         duplicated: get(&c.duplicated),
@@ -689,12 +749,15 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
     let mut renamed = false;
     let mut fresh = 0u32;
     let mut session: Option<(Socket, String)> = None;
+    // A token whose resume could not even connect (a node down): tried again.
+    let mut carried: Option<String> = None;
     let mut next_send = Instant::now() + rng.jitter(plan.send_every);
     let mut next_action = Instant::now() + rng.jitter(plan.action_every);
     while Instant::now() < run.end {
         let Some((ws, token)) = &mut session else {
             // (Re)join: resume when there is a token, else a fresh join.
-            session = member_join(&run, &mut track, &base, &mut fresh, None).await;
+            let token = carried.take();
+            session = member_join(&run, &mut track, &base, &mut fresh, token, &mut carried).await;
             if session.is_none() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -730,7 +793,15 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
                         drop(session.take());
                         tokio::time::sleep(rng.jitter(Duration::from_millis(400))).await;
                     }
-                    session = member_join(&run, &mut track, &base, &mut fresh, Some(token)).await;
+                    session = member_join(
+                        &run,
+                        &mut track,
+                        &base,
+                        &mut fresh,
+                        Some(token),
+                        &mut carried,
+                    )
+                    .await;
                 }
                 1 => {
                     renamed = !renamed;
@@ -759,7 +830,15 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
                     run.counts.tally("member close", close_code(&other));
                     let token = std::mem::take(token);
                     forget_pending(&mut track);
-                    session = member_join(&run, &mut track, &base, &mut fresh, Some(token)).await;
+                    session = member_join(
+                        &run,
+                        &mut track,
+                        &base,
+                        &mut fresh,
+                        Some(token),
+                        &mut carried,
+                    )
+                    .await;
                 }
             },
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -816,21 +895,32 @@ fn forget_pending(track: &mut Track<'_>) {
 }
 
 /// Joins the member's room: resumes with `token` when given (since the last id
-/// seen), else (or when the resume fails) joins afresh under a new name.
+/// seen), else (or when the resume fails) joins afresh under a new name. When no
+/// connection opens, the token goes to `carried`, for the next attempt.
 async fn member_join(
     run: &Run,
     track: &mut Track<'_>,
     base: &str,
     fresh: &mut u32,
     token: Option<String>,
+    carried: &mut Option<String>,
 ) -> Option<(Socket, String)> {
     let room = track.room.name.clone();
-    let mut ws = run.open().await?;
+    let Some(mut ws) = run.open().await else {
+        *carried = token;
+        return None;
+    };
     if let Some(token) = token {
         run.counts.add(&run.counts.resumes, 1);
         let frame = serde_json::json!({"type": "join", "room": room, "name": base, "resume": token, "since": track.last});
         match join(&mut ws, track, frame).await {
             Ok(token) => return Some((ws, token)),
+            Err(code) if code.contains("unavailable") => {
+                // The store is out for a moment: the membership still holds.
+                run.counts.tally("refused", format!("resume: {code}"));
+                *carried = Some(token);
+                return None;
+            }
             Err(code) => {
                 run.counts.add(&run.counts.resume_failed, 1);
                 run.counts.tally("refused", format!("resume: {code}"));
