@@ -201,7 +201,9 @@ async fn a_redis_frozen_by_sigstop_answers_unavailable_ends_nothing_and_recovers
 
     // Nobody was reaped at the thaw, and service resumes on both nodes.
     let back = Instant::now();
-    while one.store_health() != StoreHealth::Connected {
+    while one.store_health() != StoreHealth::Connected
+        || two.store_health() != StoreHealth::Connected
+    {
         assert!(back.elapsed() < Duration::from_secs(5), "healthy again");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -562,8 +564,11 @@ async fn past_the_outage_limit_connections_close_with_1013_and_resume_when_redis
     assert_eq!(one.store_health(), StoreHealth::Lost);
     redis.signal("CONT");
 
+    // Each node serves again once its own heartbeat renewed its lease.
     let back = Instant::now();
-    while one.store_health() != StoreHealth::Connected {
+    while one.store_health() != StoreHealth::Connected
+        || two.store_health() != StoreHealth::Connected
+    {
         assert!(back.elapsed() < Duration::from_secs(5), "healthy again");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
