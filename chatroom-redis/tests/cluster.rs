@@ -592,3 +592,53 @@ async fn members_joining_one_room_at_the_same_moment_all_stay() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_sees_each_event_once_in_the_whole_cluster() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut hubs = Vec::new();
+    for node in 0..3 {
+        let seen = seen.clone();
+        hubs.push(
+            Hub::builder()
+                .limits(limits())
+                .on_event(move |e| seen.lock().unwrap().push((node, e.event.id())))
+                .backplane(redis.backplane().await)
+                .build(),
+        );
+    }
+    let mut clients = Vec::new();
+    for (i, hub) in hubs.iter().enumerate() {
+        let mut client = TestClient::connect(hub);
+        client.join("r", &format!("m{i}")).await.expect("joins");
+        clients.push(client);
+    }
+    for client in &clients {
+        send(client, json!({"type": "send", "text": "hi"})).await;
+    }
+    hubs[1].post("r", "system", "a post").await.expect("posted");
+    // 3 joins, 3 messages, 1 post: every member gets all of them.
+    for client in &mut clients {
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), client.event())
+            .await
+            .map(Result::ok)
+        {
+            if e.id() == 7 {
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ids: Vec<u64> = seen.lock().unwrap().iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=7).collect::<Vec<_>>(),
+        "each once: {:?}",
+        seen.lock().unwrap()
+    );
+    shutdown(&hubs).await;
+}
