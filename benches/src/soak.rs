@@ -749,15 +749,15 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
     let mut renamed = false;
     let mut fresh = 0u32;
     let mut session: Option<(Socket, String)> = None;
-    // A token whose resume could not even connect (a node down): tried again.
+    // The token the next (re)join resumes with; kept when a resume could not even
+    // connect (a node down) or was answered `unavailable`, to be tried again.
     let mut carried: Option<String> = None;
     let mut next_send = Instant::now() + rng.jitter(plan.send_every);
     let mut next_action = Instant::now() + rng.jitter(plan.action_every);
     while Instant::now() < run.end {
         let Some((ws, token)) = &mut session else {
             // (Re)join: resume when there is a token, else a fresh join.
-            let token = carried.take();
-            session = member_join(&run, &mut track, &base, &mut fresh, token, &mut carried).await;
+            session = member_join(&run, &mut track, &base, &mut fresh, &mut carried).await;
             if session.is_none() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -793,15 +793,8 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
                         drop(session.take());
                         tokio::time::sleep(rng.jitter(Duration::from_millis(400))).await;
                     }
-                    session = member_join(
-                        &run,
-                        &mut track,
-                        &base,
-                        &mut fresh,
-                        Some(token),
-                        &mut carried,
-                    )
-                    .await;
+                    carried = Some(token);
+                    session = member_join(&run, &mut track, &base, &mut fresh, &mut carried).await;
                 }
                 1 => {
                     renamed = !renamed;
@@ -830,15 +823,8 @@ async fn member(run: Arc<Run>, room: usize, m: u32) {
                     run.counts.tally("member close", close_code(&other));
                     let token = std::mem::take(token);
                     forget_pending(&mut track);
-                    session = member_join(
-                        &run,
-                        &mut track,
-                        &base,
-                        &mut fresh,
-                        Some(token),
-                        &mut carried,
-                    )
-                    .await;
+                    carried = Some(token);
+                    session = member_join(&run, &mut track, &base, &mut fresh, &mut carried).await;
                 }
             },
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -894,23 +880,20 @@ fn forget_pending(track: &mut Track<'_>) {
     track.pending.clear();
 }
 
-/// Joins the member's room: resumes with `token` when given (since the last id
-/// seen), else (or when the resume fails) joins afresh under a new name. When no
-/// connection opens, the token goes to `carried`, for the next attempt.
+/// Joins the member's room: resumes with the token in `carried` when there is one
+/// (since the last id seen), else (or when the resume fails) joins afresh under a new
+/// name. The token stays in `carried` when no connection opens or the store is
+/// unavailable, for the next attempt.
 async fn member_join(
     run: &Run,
     track: &mut Track<'_>,
     base: &str,
     fresh: &mut u32,
-    token: Option<String>,
     carried: &mut Option<String>,
 ) -> Option<(Socket, String)> {
     let room = track.room.name.clone();
-    let Some(mut ws) = run.open().await else {
-        *carried = token;
-        return None;
-    };
-    if let Some(token) = token {
+    let mut ws = run.open().await?;
+    if let Some(token) = carried.take() {
         run.counts.add(&run.counts.resumes, 1);
         let frame = serde_json::json!({"type": "join", "room": room, "name": base, "resume": token, "since": track.last});
         match join(&mut ws, track, frame).await {

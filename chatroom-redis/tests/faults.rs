@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatroom_core::protocol::{Event, Reply, ServerFrame};
+use chatroom_core::protocol::{Event, Reply, ServerFrame, Welcome};
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Limits, StoreHealth, close_code};
 use chatroom_redis::testing::RedisServer;
@@ -331,23 +331,33 @@ async fn overflow(redis: &RedisServer, busy: &BusyNode, one: &chatroom_core::Hub
     );
 }
 
+/// A on a normal node, B on a busy one whose subscription Redis cuts while 150 big
+/// posts go by (rooms keep `history`): the nodes, B and B's welcome.
+async fn a_cut_subscriber(
+    redis: &RedisServer,
+    history: usize,
+) -> (chatroom_core::Hub, BusyNode, TestClient, Welcome) {
+    let limits = Limits {
+        history,
+        ..Limits::default()
+    };
+    let one = redis.node(limits.clone()).await;
+    let busy = busy_node(redis, limits);
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&busy.hub);
+    let w = b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+    overflow(redis, &busy, &one, 150).await;
+    (one, busy, b, w)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_cut_for_its_output_buffer_is_repaired_from_the_stream() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let limits = Limits {
-        history: 500,
-        ..Limits::default()
-    };
-    let one = redis.node(limits.clone()).await;
-    let busy = busy_node(&redis, limits);
-    let mut a = TestClient::connect(&one);
-    a.join("r", "A").await.expect("joins");
-    let mut b = TestClient::connect(&busy.hub);
-    b.join("r", "B").await.expect("joins");
-    event(&mut a).await;
-    overflow(&redis, &busy, &one, 150).await;
+    let (one, busy, mut b, _) = a_cut_subscriber(&redis, 500).await;
     for i in 0..150u64 {
         let Event::Message(m) = event(&mut b).await else {
             panic!("a message")
@@ -363,18 +373,7 @@ async fn a_cut_subscriber_past_the_streams_reach_closes_with_4002_and_the_resume
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let limits = Limits {
-        history: 10,
-        ..Limits::default()
-    };
-    let one = redis.node(limits.clone()).await;
-    let busy = busy_node(&redis, limits);
-    let mut a = TestClient::connect(&one);
-    a.join("r", "A").await.expect("joins");
-    let mut b = TestClient::connect(&busy.hub);
-    let w = b.join("r", "B").await.expect("joins");
-    event(&mut a).await;
-    overflow(&redis, &busy, &one, 150).await;
+    let (one, busy, mut b, w) = a_cut_subscriber(&redis, 10).await;
     let mut last = w.last_id;
     let code = loop {
         match tokio::time::timeout(Duration::from_secs(10), b.recv())

@@ -529,9 +529,24 @@ async fn run(binary: &str, label: &str) {
     let bob = driver.browser().await;
     let carol = driver.browser().await;
     let outcome = catch(the_whole_site(&site, &alice, &bob, &carol)).await;
+    finish(
+        label,
+        [("alice", alice), ("bob", bob), ("carol", carol)],
+        outcome,
+    )
+    .await;
+}
+
+/// Screenshots (on failure, or with `CHATROOM_SCREENSHOT`), closes the browsers, then
+/// re-raises the test's panic if it had one.
+async fn finish<const N: usize>(
+    label: &str,
+    browsers: [(&str, Client); N],
+    outcome: Result<(), Box<dyn std::any::Any + Send>>,
+) {
     if outcome.is_err() || std::env::var_os("CHATROOM_SCREENSHOT").is_some() {
         let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-        for (who, browser) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        for (who, browser) in &browsers {
             if let Ok(png) = browser.screenshot().await {
                 let path = target.join(format!("browser-{label}-{who}.png"));
                 let _ = std::fs::write(&path, png);
@@ -539,7 +554,7 @@ async fn run(binary: &str, label: &str) {
             }
         }
     }
-    for browser in [alice, bob, carol] {
+    for (_, browser) in browsers {
         let _ = browser.close().await;
     }
     if let Err(panic) = outcome {
@@ -646,22 +661,7 @@ async fn two_cluster_nodes_in_two_browsers() {
     let alice = driver.browser().await;
     let bob = driver.browser().await;
     let outcome = catch(two_sites(&one, &two, &alice, &bob)).await;
-    if outcome.is_err() {
-        let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-        for (who, browser) in [("alice", &alice), ("bob", &bob)] {
-            if let Ok(png) = browser.screenshot().await {
-                let path = target.join(format!("browser-cluster-{who}.png"));
-                let _ = std::fs::write(&path, png);
-                eprintln!("screenshot: {}", path.display());
-            }
-        }
-    }
-    for browser in [alice, bob] {
-        let _ = browser.close().await;
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    finish("cluster", [("alice", alice), ("bob", bob)], outcome).await;
 }
 
 /// Catching a panic in an async block without a futures dependency.
