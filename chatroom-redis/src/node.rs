@@ -1433,7 +1433,9 @@ impl Worker {
 }
 
 impl Node {
-    fn joined(
+    /// Hands a member whose script answered `ok` its welcome and attaches it to the
+    /// room's mirror behind the welcome's last event.
+    async fn joined(
         &self,
         room: &RoomName,
         room_hex: &str,
@@ -1446,23 +1448,47 @@ impl Node {
             link,
             welcome,
             epoch,
-            at,
-            backlog,
+            mut at,
         } = welcomed;
         let shared = &self.shared;
         let (sender, frames) = queue(shared.limits.outgoing_queue.max(2));
         let _ = sender.push(welcome);
-        for frame in backlog {
-            // A queue too small for them fails the next push, as for any slow reader.
-            let _ = sender.push(frame);
-        }
         let local = Local::new(link, sender, at + 1, context.clone());
         let mut effects = Effects::default();
         lock(&shared.rooms).insert(room_hex.to_owned(), room.clone());
-        {
-            let mut m = lock(mirror);
-            m.attach(member, local, epoch, at, &mut effects);
-            m.pins = m.pins.saturating_sub(1);
+        // A welcome that ends before events this node has already delivered (joins
+        // that ran at the same moment, a later one attached first and skipped what
+        // nobody here needed yet) gets the events in between from the room's stream,
+        // so that its member is not sent to resume at once. The check and the attach
+        // happen under one lock: another join cannot move the mirror on in between.
+        // What cannot be read is left to `attach`, which then asks for a resume.
+        let mut reads = 3;
+        loop {
+            let to = {
+                let mut m = lock(mirror);
+                if reads == 0 || m.epoch != epoch || m.reaches(at) {
+                    m.attach(member, local, epoch, at, &mut effects);
+                    m.pins = m.pins.saturating_sub(1);
+                    break;
+                }
+                m.delivered
+            };
+            reads -= 1;
+            match self.read_between(room_hex, epoch, at, to).await {
+                Some(events) => {
+                    for ev in events {
+                        if ev.id != at + 1 || (ev.kind.removes_actor() && ev.actor == member) {
+                            reads = 0;
+                            break;
+                        }
+                        // A queue too small for them fails the next push, as for
+                        // any slow reader.
+                        let _ = local.sender.push(ev.frame);
+                        at = ev.id;
+                    }
+                }
+                None => reads = 0,
+            }
         }
         shared.effects(room_hex, effects);
         let (tx, rx) = mpsc::channel(shared.limits.room_queue.max(1));
@@ -1482,46 +1508,22 @@ impl Node {
             frames,
         }
     }
-}
 
-impl Node {
-    /// A welcome that ends before events this node has already delivered (joins that
-    /// ran at the same moment, the later one attached first, skipping what nobody
-    /// here needed yet) gets the events in between from the room's stream, so that
-    /// its member is not sent to resume at once. What cannot be read is left to
-    /// `attach` (which then asks for a resume).
-    async fn behind(&self, room: &str, mirror: &Mutex<Mirror>, mut welcomed: Welcomed) -> Welcomed {
+    /// The room's events after `at` up to `to` (of room `epoch`), read from its
+    /// stream; `None` when Redis does not answer in time.
+    async fn read_between(&self, room: &str, epoch: u64, at: u64, to: u64) -> Option<Vec<Ev>> {
         let shared = &self.shared;
-        for _ in 0..3 {
-            let to = {
-                let m = lock(mirror);
-                if m.epoch != welcomed.epoch || m.reaches(welcomed.at) {
-                    return welcomed;
-                }
-                m.delivered
-            };
-            let mut con = shared.con.clone();
-            let mut xrange = redis::cmd("XRANGE");
-            xrange
-                .arg(store::stream(room))
-                .arg(format!("{}-1", welcomed.at + 1))
-                .arg(format!("{to}-1"));
-            let read = xrange.query_async::<Value>(&mut con);
-            let Ok(Ok(value)) = tokio::time::timeout(shared.options.call_timeout, read).await
-            else {
-                return welcomed;
-            };
-            for ev in parse_entries(&value, welcomed.epoch) {
-                if ev.id != welcomed.at + 1
-                    || (ev.kind.removes_actor() && ev.actor == welcomed.member)
-                {
-                    return welcomed;
-                }
-                welcomed.at = ev.id;
-                welcomed.backlog.push(ev.frame);
-            }
+        let mut con = shared.con.clone();
+        let mut xrange = redis::cmd("XRANGE");
+        xrange
+            .arg(store::stream(room))
+            .arg(format!("{}-1", at + 1))
+            .arg(format!("{to}-1"));
+        let read = xrange.query_async::<Value>(&mut con);
+        match tokio::time::timeout(shared.options.call_timeout, read).await {
+            Ok(Ok(value)) => Some(parse_entries(&value, epoch)),
+            _ => None,
         }
-        welcomed
     }
 }
 
@@ -1559,9 +1561,6 @@ struct Welcomed {
     welcome: TextFrame,
     epoch: u64,
     at: u64,
-    /// Events after the welcome read from the stream (see [`Node::behind`]); `at` is
-    /// then the last of them.
-    backlog: Vec<TextFrame>,
 }
 
 /// A welcome's members, from a script's reply, as a JSON array.
@@ -1709,11 +1708,11 @@ impl Backplane for Node {
                 welcome,
                 epoch,
                 at,
-                backlog: Vec::new(),
             };
             caught_up(&mirror, epoch, at).await;
-            let welcomed = self.behind(&room_hex, &mirror, welcomed).await;
-            let membership = self.joined(&room_name, &room_hex, &mirror, context.clone(), welcomed);
+            let membership = self
+                .joined(&room_name, &room_hex, &mirror, context.clone(), welcomed)
+                .await;
             if fresh.is_some() {
                 // The newcomer's `joined` is the last event of its welcome's history.
                 if let Some(joined) = reply.list(5).last().and_then(store::text) {
