@@ -420,6 +420,7 @@ pub struct BackplaneContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
+    pub(crate) metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl BackplaneContext {

@@ -29,6 +29,7 @@ use crate::protocol::{ClientFrame, DecodeError, Ref, error_frame};
 use crate::queue::Received;
 use crate::rate::Bucket;
 use crate::room::check_message;
+use crate::telemetry::CloseLabel;
 use crate::transport::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 
 impl Hub {
@@ -76,6 +77,8 @@ impl Hub {
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued frames written before one flush.
 const BATCH: usize = 64;
+/// How many writes of queued frames go by between samples of the queue's depth.
+const SAMPLE_EVERY: u32 = 16;
 /// The slowest a client may take a large frame (bytes per second) before its write
 /// deadline runs out: a frame of `n` bytes adds `n / MIN_WRITE_RATE` seconds to it, so
 /// a newcomer on a slow link still gets a welcome of megabytes.
@@ -124,6 +127,8 @@ struct Driver<T> {
     /// is then the leave taking effect, not the room letting go.
     leaving: bool,
     span: tracing::Span,
+    /// Queued frames written since the queue's depth was last sampled.
+    unsampled: u32,
 }
 
 enum Step {
@@ -140,12 +145,15 @@ where
 {
     let limits = hub.limits_arc();
     let now = Instant::now();
-    let span = tracing::debug_span!(
+    let span = tracing::info_span!(
         "connection",
         peer = ?context.peer_addr,
         room = tracing::field::Empty,
-        name = tracing::field::Empty
+        name = tracing::field::Empty,
+        link = tracing::field::Empty
     );
+    hub.metrics().connections_opened.increment(1);
+    hub.metrics().connections_open.increment(1.0);
     let d = Driver {
         bucket: Bucket::new(&limits, now),
         join_deadline: now + limits.join_timeout,
@@ -160,6 +168,7 @@ where
         ping_sent: None,
         leaving: false,
         span: span.clone(),
+        unsampled: 0,
     };
     // Everything the connection does (hooks included) is logged in its span.
     serve(d).instrument(span).await
@@ -345,15 +354,21 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             since,
             reference: reference.clone(),
         };
+        let resuming = resume.is_some();
         match self.hub.join(&self.context, request).await {
             Ok((room, membership)) => {
+                self.hub.metrics().join(resuming, "welcome");
                 self.span.record("room", room.as_str());
                 self.span.record("name", name.as_str());
+                self.span.record("link", membership.link);
                 tracing::debug!(parent: &self.span, "joined");
                 self.joined = Some(Joined { room, membership });
                 Ok(())
             }
-            Err(e) => self.reply_error(&e, reference).await,
+            Err(e) => {
+                self.hub.metrics().join(resuming, e.code().as_str());
+                self.reply_error(&e, reference).await
+            }
         }
     }
 
@@ -509,6 +524,9 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
     }
 
     async fn reply_error(&mut self, err: &dyn HasErrorCode, reference: Option<Ref>) -> Flow {
+        let code = err.code().as_str();
+        self.hub.metrics().refused(code);
+        tracing::debug!(parent: &self.span, code, "frame refused");
         self.write(Outgoing::Text(error_frame(err, reference)), false)
             .await
     }
@@ -552,6 +570,16 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             Outgoing::Ping | Outgoing::Close(_) => 0,
         };
         let (deadline, late) = self.write_deadline(Instant::now(), bytes);
+        if let (true, Some(joined)) = (drain, &self.joined) {
+            // One write in SAMPLE_EVERY samples the depth: a lock and a histogram
+            // record per frame would cost the burst scenario.
+            self.unsampled += 1;
+            if self.unsampled >= SAMPLE_EVERY {
+                self.unsampled = 0;
+                let depth = 1 + joined.membership.frames.len();
+                self.hub.metrics().queue_depth.record(depth as f64);
+            }
+        }
         let cancel = self.hub.cancel_token();
         let (hub, span, leaving) = (&self.hub, &self.span, self.leaving);
         let sink = &mut self.io;
@@ -628,9 +656,11 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             let m = j.membership;
             m.room.disconnect(m.member, m.link).await;
         }
+        let metrics = self.hub.metrics();
         match ending {
             Ending::Close(frame) | Ending::Released(frame) => {
-                tracing::debug!(parent: &self.span, code = frame.code, reason = %frame.reason, "closing");
+                tracing::info!(parent: &self.span, code = frame.code, reason = %frame.reason, "closed");
+                metrics.closed(CloseLabel::Code(frame.code));
                 let close = async {
                     self.io.send(Outgoing::Close(frame.clone())).await?;
                     self.io.close().await
@@ -641,12 +671,23 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
                 }
             }
             Ending::PeerClosed => {
+                tracing::info!(parent: &self.span, "closed by the client");
+                metrics.closed(CloseLabel::Peer);
                 // Let the transport finish its side of the closing handshake.
                 let _ = timeout(CLOSE_WRITE_TIMEOUT, self.io.flush()).await;
                 ConnectionEnd::ClosedByPeer
             }
             // Dropped outright: no close frame.
-            Ending::PeerGone | Ending::Dropped | Ending::SinkBroken => ConnectionEnd::Dropped,
+            Ending::PeerGone | Ending::Dropped | Ending::SinkBroken => {
+                let why = match ending {
+                    Ending::PeerGone => "the client stopped answering",
+                    Ending::Dropped => "a write did not complete after the room let go",
+                    _ => "the connection broke",
+                };
+                tracing::info!(parent: &self.span, reason = why, "dropped without a close frame");
+                metrics.closed(CloseLabel::Dropped);
+                ConnectionEnd::Dropped
+            }
         }
     }
 }

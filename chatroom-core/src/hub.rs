@@ -53,6 +53,7 @@ struct Inner {
     backplane: Box<dyn Backplane>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -286,12 +287,14 @@ impl HubBuilder {
                 .ok()
                 .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         });
+        let metrics = Arc::new(crate::telemetry::Metrics::new());
         let context = BackplaneContext {
             limits: limits.clone(),
             hooks: hooks.clone(),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             runtime,
+            metrics: metrics.clone(),
         };
         let backplane = match self.backplane {
             Some(make) => make(context),
@@ -309,6 +312,7 @@ impl HubBuilder {
                 backplane,
                 cancel,
                 tracker,
+                metrics,
             }),
         }
     }
@@ -420,6 +424,10 @@ impl Hub {
     /// The tracker of the hub's tasks and connections, which shutdown waits for.
     pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.inner.tracker
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::telemetry::Metrics {
+        &self.inner.metrics
     }
 
     /// Validates a join, asks the policy hook, and joins through the backplane.

@@ -88,6 +88,7 @@ mod origin;
 pub mod protocol;
 mod queue;
 mod rate;
+mod telemetry;
 // The pure rules: for benches, fuzzers and backplanes, not for embedders.
 #[doc(hidden)]
 pub mod room;

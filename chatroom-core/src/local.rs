@@ -56,6 +56,7 @@ struct Shared {
     runtime: Option<tokio::runtime::Handle>,
     /// What rooms' join gates count from.
     epoch: Instant,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Shared {
@@ -194,6 +195,7 @@ impl LocalBackplane {
             cancel,
             tracker,
             runtime,
+            metrics,
         } = context;
         LocalBackplane {
             shared: Arc::new(Shared {
@@ -206,6 +208,7 @@ impl LocalBackplane {
                 tracker,
                 runtime,
                 epoch: Instant::now(),
+                metrics,
             }),
         }
     }
@@ -264,6 +267,7 @@ impl LocalBackplane {
                     published: roster,
                     display: room.to_shared(),
                     listed: 0,
+                    counted: (0, 0),
                     joins: Bucket::with_rate(
                         shared.limits.room_join_burst,
                         shared.limits.room_joins_per_sec,
@@ -277,7 +281,8 @@ impl LocalBackplane {
                     prepaid: 0,
                     gate: gate.clone(),
                 };
-                let span = tracing::debug_span!(parent: None, "room", room = %room);
+                shared.metrics.rooms.increment(1.0);
+                let span = tracing::info_span!(parent: None, "room", room = %room);
                 let (key, registry) = (room.key().clone(), shared.clone());
                 let run = async move {
                     // A panic (a bug) ends the room: its members' queues are dropped, so
@@ -308,6 +313,7 @@ fn forget(shared: &Shared, room: &NameKey, generation: u64) {
     let mut rooms = shared.registry();
     if rooms.get(room).is_some_and(|e| e.generation == generation) {
         if let Some(gone) = rooms.remove(room) {
+            shared.metrics.rooms.decrement(1.0);
             let listed = gone.members.swap(0, Ordering::Relaxed);
             shared.relist(&gone.display, listed, 0);
         }
@@ -623,6 +629,7 @@ impl MemberChannel for RoomHandle {
             link,
             text,
             reference,
+            at: std::time::Instant::now(),
         })
     }
 
@@ -688,6 +695,8 @@ enum Command {
         link: u64,
         text: Arc<str>,
         reference: Option<Ref>,
+        /// When the connection handed the frame over (for the delivery latency).
+        at: std::time::Instant,
     },
     Rename {
         member: MemberId,
@@ -794,6 +803,8 @@ struct RoomActor {
     gate: Arc<JoinGate>,
     /// The member count the room is listed with in the directory (0: not listed).
     listed: usize,
+    /// The present and away members the room last counted in the metrics.
+    counted: (usize, usize),
 }
 
 /// Hands a room's events, in order, to a task that runs the host's `on_event` hook for
@@ -1034,10 +1045,15 @@ impl RoomActor {
                 member,
                 text,
                 reference,
+                at,
                 ..
             } => {
                 let outcome = self.room.send(member, text, now());
+                let sent = outcome.is_ok();
                 self.answer(member, outcome, reference);
+                if sent {
+                    self.shared.metrics.delivered_after(at.elapsed());
+                }
             }
             Command::Rename {
                 member,
@@ -1213,6 +1229,7 @@ impl RoomActor {
                 _ => match self.room.resume(&token) {
                     Ok(back) => {
                         if back.was_present {
+                            self.shared.metrics.takeovers.increment(1);
                             self.unlink(back.member, Some(CloseFrame::resumed_elsewhere()));
                         }
                         self.contexts.insert(back.member, context);
@@ -1238,6 +1255,10 @@ impl RoomActor {
             reference,
         }
         .encode();
+        self.shared
+            .metrics
+            .welcome_bytes
+            .record(welcome.len() as f64);
         let (frames_tx, frames) = queue(self.shared.limits.outgoing_queue.max(2));
         // The queue is new and empty, so the welcome always fits.
         let _ = frames_tx.push(welcome);
@@ -1271,7 +1292,10 @@ impl RoomActor {
                     self.push(member, ack_frame(r, id));
                 }
             }
-            Err(e) => self.push(member, error_frame(&e, reference)),
+            Err(e) => {
+                self.shared.metrics.refused(e.code().as_str());
+                self.push(member, error_frame(&e, reference));
+            }
         }
     }
 
@@ -1286,6 +1310,11 @@ impl RoomActor {
                 Err(PushError::Closed) => dropped.push((link.member, false)),
             }
         }
+        let metrics = &self.shared.metrics;
+        metrics.event(&event.event);
+        metrics
+            .deliveries
+            .increment((self.links.len() - dropped.len()) as u64);
         for (member, slow) in dropped {
             self.drop_member(member, slow);
         }
@@ -1364,6 +1393,16 @@ impl RoomActor {
     /// Publishes the member count (in the directory) and the roster, if they changed.
     fn publish(&mut self) {
         let count = self.room.members().len();
+        let counted = (self.links.len(), count.saturating_sub(self.links.len()));
+        if counted != self.counted {
+            let metrics = &self.shared.metrics;
+            let gauge = |g: &metrics::Gauge, old: usize, new: usize| {
+                g.increment(new as f64 - old as f64);
+            };
+            gauge(&metrics.members_present, self.counted.0, counted.0);
+            gauge(&metrics.members_away, self.counted.1, counted.1);
+            self.counted = counted;
+        }
         if count != self.listed {
             self.members.store(count, Ordering::Relaxed);
             self.shared.relist(&self.display, self.listed, count);
@@ -1394,6 +1433,7 @@ impl RoomActor {
     /// The member's connection is too slow or gone: unlink it; it becomes away.
     fn drop_member(&mut self, member: MemberId, slow: bool) {
         if slow {
+            self.shared.metrics.slow_consumers.increment(1);
             tracing::debug!(member, "slow consumer disconnected");
         }
         self.unlink(member, slow.then(CloseFrame::slow_consumer));

@@ -176,6 +176,11 @@ impl QueueReceiver {
         .await
     }
 
+    /// How many frames are queued.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.shared).frames.len()
+    }
+
     /// The next frame if one is queued.
     pub(crate) fn try_recv(&self) -> Option<TextFrame> {
         lock(&self.shared).pop()
