@@ -131,6 +131,43 @@ pub(crate) struct Effects {
     pub(crate) repair: bool,
 }
 
+/// The metrics a node's mirrors record (the names of `chatroom-core`'s, documented in
+/// `docs/operations.md`): with a store, events and deliveries are this node's.
+pub(crate) struct Counted {
+    events: [metrics::Counter; 4],
+    deliveries: metrics::Counter,
+    pub(crate) takeovers: metrics::Counter,
+    delivery_seconds: metrics::Histogram,
+}
+
+impl Default for Counted {
+    fn default() -> Counted {
+        Counted {
+            events: [
+                metrics::counter!("chatroom_events_total", "type" => "joined"),
+                metrics::counter!("chatroom_events_total", "type" => "message"),
+                metrics::counter!("chatroom_events_total", "type" => "renamed"),
+                metrics::counter!("chatroom_events_total", "type" => "left"),
+            ],
+            deliveries: metrics::counter!("chatroom_deliveries_total"),
+            takeovers: metrics::counter!("chatroom_takeovers_total"),
+            delivery_seconds: metrics::histogram!("chatroom_delivery_seconds"),
+        }
+    }
+}
+
+impl Counted {
+    fn event(&self, kind: Kind) {
+        let i = match kind {
+            Kind::Joined => 0,
+            Kind::Message => 1,
+            Kind::Renamed => 2,
+            Kind::Left | Kind::Kicked | Kind::Expired => 3,
+        };
+        self.events[i].increment(1);
+    }
+}
+
 /// How many delivered events a mirror keeps for newcomers attached behind it.
 const RING: usize = 1024;
 
@@ -151,9 +188,33 @@ pub(crate) struct Mirror {
     /// Delivery held by a test (`Backplane::pause`): events wait in `early`.
     #[cfg(feature = "testing")]
     pub(crate) held: bool,
+    pub(crate) counted: Arc<Counted>,
+    /// Sends of this node waiting for their event to be delivered here: (event id,
+    /// when the connection handed the frame over), for the delivery latency.
+    sends: VecDeque<(u64, std::time::Instant)>,
 }
 
 impl Mirror {
+    /// An empty mirror that records into `counted`.
+    pub(crate) fn new(counted: Arc<Counted>) -> Mirror {
+        Mirror {
+            counted,
+            ..Mirror::default()
+        }
+    }
+
+    /// Records the delivery latency of a send of this node once its event `id` was
+    /// delivered here.
+    pub(crate) fn sent(&mut self, id: u64, at: std::time::Instant) {
+        if id <= self.delivered {
+            self.counted
+                .delivery_seconds
+                .record(at.elapsed().as_secs_f64());
+        } else if self.sends.len() < RING {
+            self.sends.push_back((id, at));
+        }
+    }
+
     /// Takes an event from the channel or the stream.
     pub(crate) fn offer(&mut self, ev: Ev, effects: &mut Effects) {
         if self.epoch == 0 || ev.epoch < self.epoch {
@@ -203,6 +264,17 @@ impl Mirror {
             let ev = entry.remove();
             self.deliver(&ev, effects);
             self.delivered = ev.id;
+            while let Some(&(id, at)) = self.sends.front() {
+                if id > ev.id {
+                    break;
+                }
+                self.sends.pop_front();
+                if id == ev.id {
+                    self.counted
+                        .delivery_seconds
+                        .record(at.elapsed().as_secs_f64());
+                }
+            }
             if self.ring.len() == RING {
                 self.ring.pop_front();
             }
@@ -211,6 +283,8 @@ impl Mirror {
     }
 
     fn deliver(&mut self, ev: &Ev, effects: &mut Effects) {
+        self.counted.event(ev.kind);
+        let mut delivered = 0;
         let mut gone = Vec::new();
         for (&mid, local) in &mut self.members {
             if local.next > ev.id {
@@ -223,6 +297,7 @@ impl Mirror {
             }
             match local.sender.push(ev.frame.clone()) {
                 Ok(()) => {
+                    delivered += 1;
                     local.next = ev.id.saturating_add(1);
                     if !flush(local, ev.id) {
                         effects.slow.push((mid, local.link));
@@ -236,6 +311,7 @@ impl Mirror {
                 Err(PushError::Closed) => gone.push(mid),
             }
         }
+        self.counted.deliveries.increment(delivered);
         for mid in gone {
             let Some(local) = self.members.remove(&mid) else {
                 continue;
@@ -271,6 +347,7 @@ impl Mirror {
             self.ring.clear();
         }
         if let Some(old) = self.members.remove(&member) {
+            self.counted.takeovers.increment(1);
             old.sender.end(Some(CloseFrame::resumed_elsewhere()));
         }
         local.next = at + 1;
@@ -368,6 +445,12 @@ impl Mirror {
         if self.members.get(&member).is_some_and(|l| l.link == link)
             && let Some(local) = self.members.remove(&member)
         {
+            if close
+                .as_ref()
+                .is_some_and(|c| c.code == close_code::RESUMED_ELSEWHERE)
+            {
+                self.counted.takeovers.increment(1);
+            }
             local.sender.end(close);
         }
     }

@@ -69,6 +69,12 @@ pub(crate) struct Shared {
     pub(crate) offset_ms: AtomicI64,
     pub(crate) ids: AtomicU64,
     mirrors: Mutex<HashMap<String, Arc<Mutex<Mirror>>>>,
+    /// What the mirrors record in the metrics.
+    counted: Arc<crate::mirror::Counted>,
+    slow_consumers: metrics::Counter,
+    /// This node's rooms and present members (set every `check_interval`).
+    gauges: (metrics::Gauge, metrics::Gauge),
+    welcome_bytes: metrics::Histogram,
     subs: tokio::sync::Mutex<Subs>,
     /// Members of this node by (room, member): the room's display name, for hooks.
     rooms: Mutex<HashMap<String, RoomName>>,
@@ -116,6 +122,13 @@ impl Shared {
             offset_ms: AtomicI64::new(offset_ms),
             ids: AtomicU64::new(1),
             mirrors: Mutex::new(HashMap::new()),
+            counted: Arc::default(),
+            slow_consumers: metrics::counter!("chatroom_slow_consumers_total"),
+            gauges: (
+                metrics::gauge!("chatroom_rooms"),
+                metrics::gauge!("chatroom_members", "state" => "present"),
+            ),
+            welcome_bytes: metrics::histogram!("chatroom_welcome_bytes"),
             subs: tokio::sync::Mutex::new(Subs {
                 sink: None,
                 channels: HashSet::new(),
@@ -164,7 +177,11 @@ impl Shared {
         )
     }
 
-    async fn run(&self, call: &redis::ScriptInvocation<'_>) -> Result<Reply, Unreachable> {
+    async fn run(
+        &self,
+        op: &'static str,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<Reply, Unreachable> {
         if lock(&self.last_renewed).is_none() {
             self.first_lease().await;
         }
@@ -175,7 +192,7 @@ impl Shared {
             return Err(Unreachable);
         }
         let (sent_as, sent_with) = (self.node(), self.instance());
-        let value = store::run(call, &self.con, self.options.call_timeout).await?;
+        let value = store::run(op, call, &self.con, self.options.call_timeout).await?;
         let reply = Reply::new(value);
         match reply.status().as_str() {
             // Past the deadline: the call's caller has already given up.
@@ -316,8 +333,17 @@ impl Shared {
     fn mirror(&self, room: &str) -> Arc<Mutex<Mirror>> {
         lock(&self.mirrors)
             .entry(room.to_owned())
-            .or_default()
+            .or_insert_with(|| Arc::new(Mutex::new(Mirror::new(self.counted.clone()))))
             .clone()
+    }
+
+    /// Sets the gauges of this node's rooms and present members (its away members
+    /// belong to no node: the store keeps them).
+    fn count_members(&self) {
+        let mirrors: Vec<_> = lock(&self.mirrors).values().cloned().collect();
+        let present: usize = mirrors.iter().map(|m| lock(m).members.len()).sum();
+        self.gauges.0.set(mirrors.len() as f64);
+        self.gauges.1.set(present as f64);
     }
 
     fn existing_mirror(&self, room: &str) -> Option<Arc<Mutex<Mirror>>> {
@@ -372,6 +398,7 @@ impl Shared {
     /// Applies what a mirror change asks for: slow consumers become away, gaps are
     /// repaired.
     fn effects(self: &Arc<Self>, room: &str, effects: Effects) {
+        self.slow_consumers.increment(effects.slow.len() as u64);
         for (member, link) in effects.slow {
             let shared = self.clone();
             let room = room.to_owned();
@@ -541,7 +568,7 @@ impl Shared {
         loop {
             let mut call = self.call(&self.scripts.disconnect, room);
             call.arg(member).arg(link).arg(self.grace_ms()).arg("");
-            if self.run(&call).await.is_ok() || self.gave_up() {
+            if self.run("disconnect", &call).await.is_ok() || self.gave_up() {
                 return;
             }
             attempt += 1;
@@ -572,7 +599,7 @@ impl Shared {
                     .arg(link)
                     .arg(shared.grace_ms())
                     .arg(&token);
-                if shared.run(&call).await.is_ok() || shared.gave_up() {
+                if shared.run("disconnect", &call).await.is_ok() || shared.gave_up() {
                     return;
                 }
                 let pause = Duration::from_millis(100 * u64::from(attempt.min(20) + 1));
@@ -894,15 +921,23 @@ impl Shared {
             .arg(&self.rules);
         let sent = SystemTime::now();
         let mut con = self.con.clone();
+        let timed = store::Timed::start("heartbeat");
         let value = match tokio::time::timeout(
             self.options.call_timeout,
             call.invoke_async::<Value>(&mut con),
         )
         .await
         {
-            Ok(Ok(value)) => value,
-            Ok(Err(e)) => return Err(format!("Redis: {e}")),
+            Ok(Ok(value)) => {
+                timed.answered();
+                value
+            }
+            Ok(Err(e)) => {
+                timed.failed();
+                return Err(format!("Redis: {e}"));
+            }
             Err(_) => {
+                timed.failed();
                 return Err(format!(
                     "no answer from Redis within {} ms",
                     self.options.call_timeout.as_millis()
@@ -958,7 +993,8 @@ impl Shared {
             .arg(self.deadline())
             .arg(self.options.lease.as_millis() as u64)
             .arg((self.options.lease / 3).as_millis() as u64);
-        let Ok(Value::Array(dying)) = store::run(&call, &self.con, self.options.call_timeout).await
+        let Ok(Value::Array(dying)) =
+            store::run("reap", &call, &self.con, self.options.call_timeout).await
         else {
             return;
         };
@@ -1020,7 +1056,7 @@ impl Shared {
             .arg(lease_end)
             .arg(self.grace_ms())
             .arg(if force { "1" } else { "0" });
-        let Ok(reply) = self.run(&call).await else {
+        let Ok(reply) = self.run("expire", &call).await else {
             return false;
         };
         if reply.status() == "ok" && self.observers.observes() {
@@ -1058,6 +1094,7 @@ impl Shared {
                 () = self.cancel.cancelled() => return,
                 () = tokio::time::sleep(self.options.check_interval) => {}
             }
+            self.count_members();
             if !self.lease_holds() {
                 // Nothing is asked or changed without a lease.
                 continue;
@@ -1117,7 +1154,7 @@ impl Shared {
         let asked = std::time::Instant::now();
         let mut call = self.call(&self.scripts.read, room);
         call.arg("links").arg("");
-        let Ok(reply) = self.run(&call).await else {
+        let Ok(reply) = self.run("read", &call).await else {
             return;
         };
         if reply.status() != "ok" {
@@ -1178,6 +1215,8 @@ enum Command {
     Send {
         text: Arc<str>,
         reference: Option<Ref>,
+        /// When the connection handed the frame over (for the delivery latency).
+        at: std::time::Instant,
     },
     Rename {
         name: Result<DisplayName, RenameError>,
@@ -1204,7 +1243,14 @@ impl MemberChannel for Channel {
         text: Arc<str>,
         reference: Option<Ref>,
     ) -> Result<(), NotTaken> {
-        offer(&self.tx, Command::Send { text, reference })
+        offer(
+            &self.tx,
+            Command::Send {
+                text,
+                reference,
+                at: std::time::Instant::now(),
+            },
+        )
     }
 
     fn rename(
@@ -1261,7 +1307,11 @@ impl Worker {
     async fn run(self, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.recv().await {
             match command {
-                Command::Send { text, reference } => self.send(text, reference).await,
+                Command::Send {
+                    text,
+                    reference,
+                    at,
+                } => self.send(text, reference, at).await,
                 Command::Rename { name, reference } => self.rename(name, reference).await,
                 Command::Leave { reply } => {
                     if self.leave(reply).await {
@@ -1300,13 +1350,14 @@ impl Worker {
         lock(&self.mirror).delivered
     }
 
-    async fn send(&self, text: Arc<str>, reference: Option<Ref>) {
+    async fn send(&self, text: Arc<str>, reference: Option<Ref>, at: std::time::Instant) {
         let jtext = serde_json::to_string(&*text).unwrap_or_else(|_| "\"\"".to_owned());
         let mut call = self.shared.call(&self.shared.scripts.send, &self.room);
         call.arg(self.member).arg(self.link).arg(jtext).arg("");
-        match self.shared.run(&call).await {
+        match self.shared.run("send", &call).await {
             Ok(reply) if reply.status() == "ok" => {
                 let id = reply.int(1).unwrap_or(0);
+                lock(&self.mirror).sent(id, at);
                 if let Some(r) = reference {
                     self.answer(id, ack_frame(r, id));
                 }
@@ -1334,7 +1385,7 @@ impl Worker {
                 // room had at this moment, as on one node.
                 let mut call = self.shared.call(&self.shared.scripts.read, &self.room);
                 call.arg("seq").arg("");
-                let after = match self.shared.run(&call).await {
+                let after = match self.shared.run("read", &call).await {
                     Ok(reply) => reply.int(1).unwrap_or(0),
                     Err(Unreachable) => self.now(),
                 };
@@ -1348,7 +1399,7 @@ impl Worker {
             .arg(name.key().as_str())
             .arg(name.as_str())
             .arg(jname);
-        match self.shared.run(&call).await {
+        match self.shared.run("rename", &call).await {
             Ok(reply) => match reply.status().as_str() {
                 "ok" => {
                     let id = reply.int(1).unwrap_or(0);
@@ -1386,7 +1437,7 @@ impl Worker {
         }
         let mut call = self.shared.call(&self.shared.scripts.leave, &self.room);
         call.arg("leave").arg(self.member).arg(self.link).arg("");
-        match self.shared.run(&call).await {
+        match self.shared.run("leave", &call).await {
             Ok(r) if r.status() == "ok" => {
                 // Answered once the mirror delivered everything before the `left`.
                 let done =
@@ -1641,7 +1692,8 @@ impl Backplane for Node {
                     call
                 }
             };
-            let reply = match shared.run(&call).await {
+            let op = if fresh.is_some() { "join" } else { "resume" };
+            let reply = match shared.run(op, &call).await {
                 Ok(reply) => reply,
                 Err(Unreachable) => {
                     shared.unpin(&mirror);
@@ -1702,6 +1754,7 @@ impl Backplane for Node {
             }
             .encode();
             let room_name = RoomName::parse(&display).unwrap_or(room);
+            self.shared.welcome_bytes.record(welcome.len() as f64);
             let welcomed = Welcomed {
                 member,
                 link,
@@ -1845,7 +1898,7 @@ impl Backplane for Node {
             let jfrom = serde_json::to_string(&*from).unwrap_or_default();
             let mut call = shared.call(&shared.scripts.send, &room_hex);
             call.arg("").arg(0).arg(jtext).arg(jfrom);
-            let reply = shared.run(&call).await.map_err(|_| Unavailable)?;
+            let reply = shared.run("send", &call).await.map_err(|_| Unavailable)?;
             if reply.status() != "ok" {
                 return Ok(None);
             }
@@ -2043,7 +2096,7 @@ impl Node {
         let shared = &self.shared;
         let mut call = shared.call(&shared.scripts.read, &room_id(room));
         call.arg(what).arg(arg);
-        shared.run(&call).await
+        shared.run("read", &call).await
     }
 
     /// Kicks one member (by name key or member id): `Some(name)` if there was one.
@@ -2058,7 +2111,7 @@ impl Node {
         let room_hex = room_id(room);
         let mut call = shared.call(&shared.scripts.leave, &room_hex);
         call.arg(how).arg(who).arg(0).arg(reason);
-        let reply = shared.run(&call).await.map_err(|_| Unavailable)?;
+        let reply = shared.run("leave", &call).await.map_err(|_| Unavailable)?;
         if reply.status() != "ok" {
             return Ok(None);
         }

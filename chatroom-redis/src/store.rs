@@ -235,22 +235,58 @@ pub(crate) fn room_call<'a>(
 /// timed out has no effect later; a call that failed mid-flight may have run, which
 /// its caller treats as an unknown outcome).
 pub(crate) async fn run(
+    op: &'static str,
     call: &redis::ScriptInvocation<'_>,
     con: &ConnectionManager,
     timeout: Duration,
 ) -> Result<Value, Unreachable> {
     let mut con = con.clone();
     let started = tokio::time::Instant::now();
+    let timed = Timed::start(op);
     match tokio::time::timeout(timeout, call.invoke_async::<Value>(&mut con)).await {
-        Ok(Ok(value)) => Ok(value),
+        Ok(Ok(value)) => {
+            timed.answered();
+            Ok(value)
+        }
+        Err(_) => {
+            timed.failed();
+            Err(Unreachable)
+        }
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "a Redis call failed");
+            timed.failed();
+            tracing::warn!(op, error = %e, "a Redis call failed");
             // A call that failed on the way may still reach Redis and run before its
             // deadline: `unavailable` is only said once that deadline has passed.
             tokio::time::sleep_until(started + timeout).await;
             Err(Unreachable)
         }
-        Err(_) => Err(Unreachable),
+    }
+}
+
+/// One call to Redis, counted in the metrics by operation: `chatroom_backplane_calls_total`,
+/// `chatroom_backplane_errors_total` (no answer in time, or a failed connection) and
+/// `chatroom_backplane_call_seconds` (answered calls).
+pub(crate) struct Timed {
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl Timed {
+    pub(crate) fn start(op: &'static str) -> Timed {
+        metrics::counter!("chatroom_backplane_calls_total", "op" => op).increment(1);
+        Timed {
+            op,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn answered(self) {
+        metrics::histogram!("chatroom_backplane_call_seconds", "op" => self.op)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+
+    pub(crate) fn failed(self) {
+        metrics::counter!("chatroom_backplane_errors_total", "op" => self.op).increment(1);
     }
 }
 
