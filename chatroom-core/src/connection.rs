@@ -149,7 +149,7 @@ where
         "connection",
         peer = ?context.peer_addr,
         room = tracing::field::Empty,
-        name = tracing::field::Empty,
+        member = tracing::field::Empty,
         link = tracing::field::Empty
     );
     hub.metrics().connections_opened.increment(1);
@@ -359,7 +359,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             Ok((room, membership)) => {
                 self.hub.metrics().join(resuming, "welcome");
                 self.span.record("room", room.as_str());
-                self.span.record("name", name.as_str());
+                self.span.record("member", name.as_str());
                 self.span.record("link", membership.link);
                 tracing::debug!(parent: &self.span, "joined");
                 self.joined = Some(Joined { room, membership });

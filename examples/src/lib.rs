@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use chatroom_core::{Hub, HubBuilder, Limits, OriginPolicy, RoomName, Scheme};
 
+mod ops;
+pub use ops::{MAX_BODY, Request, SAMPLE_EVERY, Sample, Site, install_metrics};
+
 /// The sites allocate through jemalloc. With glibc's malloc a server never gave back
 /// what a crowd of clients had used: after 9,000 idle connections left, its heap held
 /// 74 MB for 0.5 MB in use (freed memory stays in the worker threads' arenas), and a
@@ -30,6 +33,9 @@ pub fn tune_allocator() {
 pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self'; \
                        style-src 'self'; script-src 'self'; object-src 'none'; \
                        base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The shortest operator token the site accepts.
+const MIN_ADMIN_TOKEN: usize = 16;
 
 /// The site's configuration.
 #[derive(Debug, Clone)]
@@ -55,6 +61,9 @@ pub struct SiteConfig {
     /// How long this node's lease in Redis lasts (`CHATROOM_NODE_LEASE_MS`, default
     /// 6000).
     pub node_lease: Duration,
+    /// The operator's token (`CHATROOM_ADMIN_TOKEN`, at least 16 characters): with it,
+    /// the site serves the operator's page at `/admin`; without it, `/admin` is 404.
+    pub admin_token: Option<String>,
 }
 
 /// Why the site cannot run as a cluster node.
@@ -222,6 +231,24 @@ impl SiteConfig {
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from);
         let node_lease = ms("CHATROOM_NODE_LEASE_MS", Duration::from_millis(6000))?;
+        let admin_token = match get("CHATROOM_ADMIN_TOKEN") {
+            None => None,
+            Some((_, v)) if v.trim().is_empty() => None,
+            Some((name, v)) => {
+                let token = v.trim();
+                if token.chars().count() < MIN_ADMIN_TOKEN
+                    || !token.chars().all(|c| c.is_ascii_graphic())
+                {
+                    return Err(ConfigError {
+                        name,
+                        // Never printed: it is a secret.
+                        value: "(hidden)".to_owned(),
+                        why: "expected at least 16 printable ASCII characters without spaces",
+                    });
+                }
+                Some(token.to_owned())
+            }
+        };
         Ok(SiteConfig {
             addr,
             limits,
@@ -231,6 +258,7 @@ impl SiteConfig {
             redis_url,
             redis_ca_file,
             node_lease,
+            admin_token,
         })
     }
 
@@ -292,7 +320,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 34] = [
+        let rows: [(&str, String); 35] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -363,6 +391,14 @@ impl SiteConfig {
             ),
             ("CHATROOM_NODE_LEASE_MS", ms(self.node_lease)),
             (
+                "CHATROOM_ADMIN_TOKEN",
+                if self.admin_token.is_some() {
+                    "(set: the operator's page is at /admin)".to_owned()
+                } else {
+                    "(unset: no /admin)".to_owned()
+                },
+            ),
+            (
                 "CHATROOM_SCHEME",
                 self.scheme
                     .map_or("(from each request)", Scheme::as_str)
@@ -386,6 +422,8 @@ pub struct Page {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// Other response headers (lower-case names).
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 const STYLE: &str = include_str!("../assets/style.css");
@@ -403,6 +441,7 @@ pub fn page(path: &str, limits: &Limits) -> Page {
         status: 200,
         content_type,
         body: body.to_owned(),
+        headers: Vec::new(),
     };
     match path {
         "/" => asset(HTML, &layout("Lobby", "lobby", LOBBY)),
@@ -433,6 +472,7 @@ pub fn site(path: &str, hub: &Hub) -> Page {
         status,
         content_type: "text/plain; charset=utf-8",
         body,
+        headers: vec![("cache-control", "no-store")],
     };
     match path {
         "/healthz" => text(200, "alive\n".to_owned()),
@@ -461,6 +501,7 @@ pub fn error_page(status: u16, message: &str) -> Page {
         status,
         content_type: "text/html; charset=utf-8",
         body: layout(&format!("Error {status}"), "error", &main),
+        headers: Vec::new(),
     }
 }
 
@@ -492,11 +533,27 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// Logs through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`).
+/// Logs through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`): lines
+/// for people by default, one JSON object per line with `CHATROOM_LOG_FORMAT=json`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let format = std::env::var("CHATROOM_LOG_FORMAT").unwrap_or_default();
+    match format.trim() {
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+        "" | "text" => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        other => {
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            tracing::warn!(
+                "CHATROOM_LOG_FORMAT={other:?} is neither `text` nor `json`: logging as text"
+            );
+        }
+    }
 }
 
 /// Prints, once, where the site listens and its configuration.

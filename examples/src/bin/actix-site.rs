@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use actix_web::http::{Method, StatusCode, header};
+use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use chatroom_examples::{CSP, Page, SiteConfig, error_page};
+use chatroom_examples::{CSP, Page, Request, Site, SiteConfig};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -40,6 +40,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the hub: its metrics go to the recorder installed when it is built.
+    let metrics = chatroom_examples::install_metrics();
     // A cluster node's Redis connections live on the rooms' runtime too.
     let builder = config.hub_builder().runtime(rooms.handle().clone());
     let starting = config.clone();
@@ -58,17 +60,26 @@ async fn main() -> ExitCode {
         }
     };
     let chat = hub.clone();
+    let site = Site::new(hub.clone(), metrics, config.admin_token.clone());
+    rooms.spawn(site.clone().sample_forever());
     let server = HttpServer::new(move || {
-        let site = chat.clone();
+        let site = site.clone();
         App::new()
             .configure(chatroom_actix::configure(chat.clone()))
-            .default_service(web::to(move |req: HttpRequest| {
-                let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
-                    chatroom_examples::site(req.path(), &site)
-                } else {
-                    error_page(405, "Only GET is served here.")
-                };
-                std::future::ready(respond(answer))
+            .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let site = site.clone();
+                async move {
+                    let request = Request {
+                        method: req.method().as_str(),
+                        path: req.path(),
+                        authorization: req
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok()),
+                        body: &body,
+                    };
+                    respond(site.answer(request).await)
+                }
             }))
     })
     // SIGINT or SIGTERM: every chat closes with 1001, then a graceful stop. This
@@ -108,10 +119,14 @@ async fn main() -> ExitCode {
 
 fn respond(page: Page) -> HttpResponse {
     let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status);
+    response
         .content_type(page.content_type)
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .body(page.body)
+        .insert_header((header::REFERRER_POLICY, "no-referrer"));
+    for header in page.headers {
+        response.insert_header(header);
+    }
+    response.body(page.body)
 }

@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
-use chatroom_examples::{CSP, Page, SiteConfig, error_page};
+use chatroom_examples::{CSP, MAX_BODY, Page, Request, Site, SiteConfig, error_page};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,6 +34,8 @@ async fn main() -> ExitCode {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    // Before the hub: its metrics go to the recorder installed when it is built.
+    let metrics = chatroom_examples::install_metrics();
     let hub = match config.start_hub(config.hub_builder()).await {
         Ok(hub) => hub,
         Err(e) => {
@@ -41,15 +44,27 @@ async fn main() -> ExitCode {
         }
     };
     chatroom_examples::announce("axum-site", addr, &config);
-    let site = hub.clone();
-    let app = chatroom_axum::router(hub.clone()).fallback(move |method: Method, uri: Uri| {
-        let answer = if method == Method::GET || method == Method::HEAD {
-            chatroom_examples::site(uri.path(), &site)
-        } else {
-            error_page(405, "Only GET is served here.")
-        };
-        std::future::ready(respond(answer))
-    });
+    let site = Site::new(hub.clone(), metrics, config.admin_token.clone());
+    tokio::spawn(site.clone().sample_forever());
+    let app = chatroom_axum::router(hub.clone()).fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
+            let site = site.clone();
+            async move {
+                let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+                    return respond(error_page(413, "The request is too large."));
+                };
+                let request = Request {
+                    method: method.as_str(),
+                    path: uri.path(),
+                    authorization: headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok()),
+                    body: &body,
+                };
+                respond(site.answer(request).await)
+            }
+        },
+    );
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -86,5 +101,11 @@ fn respond(page: Page) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    for (name, value) in page.headers {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     response
 }
