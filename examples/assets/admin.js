@@ -103,7 +103,7 @@ async function kick(room, name) {
 }
 
 // One line chart: the values over time, scaled to the largest.
-function draw(canvas, points) {
+function draw(canvas, points, format) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || canvas.width;
   const height = canvas.clientHeight || canvas.height;
@@ -140,7 +140,7 @@ function draw(canvas, points) {
   g.fill();
   g.fillStyle = "#667085";
   g.font = "11px system-ui, sans-serif";
-  g.fillText(formatValue(max / 1.15), 4, 12);
+  g.fillText(format(max / 1.15), 4, 12);
 }
 
 function formatValue(v) {
@@ -155,15 +155,15 @@ function renderStats(stats) {
   store.className = `status ${stats.store === "connected" ? "open" : "closed"}`;
   const series = (pick) => stats.samples.map((s) => ({ t: s.at_ms, v: pick(s) }));
   const charts = [
-    ["connections", (s) => s.connections],
-    ["messages", (s) => s.messages_per_sec],
-    ["latency", (s) => s.latency_p99_ms],
+    ["connections", (s) => s.connections, (v) => v.toFixed(0)],
+    ["messages", (s) => s.messages_per_sec, formatValue],
+    ["latency", (s) => s.latency_p99_ms, formatValue],
   ];
-  for (const [name, pick] of charts) {
+  for (const [name, pick, format] of charts) {
     const points = series(pick);
-    draw($(`chart-${name}`), points);
+    draw($(`chart-${name}`), points, format);
     const last = points.length ? points[points.length - 1].v : null;
-    $(`now-${name}`).textContent = last === null ? "–" : formatValue(last);
+    $(`now-${name}`).textContent = last === null ? "–" : format(last);
   }
 }
 

@@ -664,6 +664,187 @@ async fn two_cluster_nodes_in_two_browsers() {
     finish("cluster", [("alice", alice), ("bob", bob)], outcome).await;
 }
 
+const ADMIN_TOKEN: &str = "operator-token-0123456789";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn member(site: &Site, room: &str, name: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", site.addr))
+        .await
+        .expect("upgrade");
+    let join = json!({"type": "join", "room": room, "name": name}).to_string();
+    ws.send(Message::text(join)).await.expect("join");
+    ws.next().await.expect("welcome").expect("a frame");
+    ws
+}
+
+/// The next JSON frame or close of a member, skipping `joined`/`left` events.
+async fn next_of(ws: &mut Ws) -> Result<Value, (u16, String)> {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("a frame");
+        match frame {
+            Message::Text(text) => {
+                let v: Value = serde_json::from_str(&text).expect("JSON");
+                if v["type"] != "joined" && v["type"] != "left" {
+                    return Ok(v);
+                }
+            }
+            Message::Close(Some(f)) => return Err((u16::from(f.code), f.reason.to_string())),
+            _ => {}
+        }
+    }
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .expect("element")
+        .click()
+        .await
+        .expect("click");
+}
+
+/// How many points chart `id` drew, and how many of its pixels are painted.
+async fn chart(browser: &Client, id: &str) -> (u64, u64) {
+    let script = format!(
+        "const c = document.getElementById('{id}'); \
+         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+         let painted = 0; for (let i = 3; i < d.length; i += 4) {{ if (d[i] > 0) painted++; }} \
+         return [Number(c.dataset.points || 0), painted];"
+    );
+    let v = browser.execute(&script, vec![]).await.expect("script");
+    (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0))
+}
+
+async fn operator(site: &Site, browser: &Client) {
+    let mut alice = member(site, "Ops Room", "Alice").await;
+    let mut bob = member(site, "Ops Room", "Bob").await;
+
+    // The page asks for the token; a wrong one is refused and asked for again.
+    browser.goto(&site.url("/admin")).await.expect("admin");
+    wait_visible(browser, "login").await;
+    type_into(browser, "token-input", "not-the-token-at-all").await;
+    press_enter(browser, "token-input").await;
+    wait_texts(browser, "#token-hint", "the refusal", |t| {
+        has(t, "That token was not accepted.")
+    })
+    .await;
+    assert!(!visible(browser, "console").await);
+    type_into(browser, "token-input", ADMIN_TOKEN).await;
+    press_enter(browser, "token-input").await;
+    wait_visible(browser, "console").await;
+
+    // The room, with its member count; then its members.
+    wait_texts(browser, "#admin-rooms li button", "the room", |t| {
+        has(t, "Ops Room")
+    })
+    .await;
+    wait_texts(browser, "#admin-rooms li span", "its count", |t| {
+        has(t, "2 members")
+    })
+    .await;
+    click(browser, "#admin-rooms li button").await;
+    wait_texts(browser, "#room-members .member-name", "the members", |t| {
+        has(t, "Alice") && has(t, "Bob")
+    })
+    .await;
+
+    // A post reaches the members, as a system message from the operator.
+    type_into(browser, "post-input", "Maintenance at <b>noon</b>").await;
+    press_enter(browser, "post-input").await;
+    let said = next_of(&mut alice).await.expect("a message");
+    assert_eq!(said["type"], "message");
+    assert_eq!(said["text"], "Maintenance at <b>noon</b>");
+    assert_eq!(said["system"], true);
+    assert_eq!(said["from"], "operator");
+
+    // Removing Bob closes his connection with 4003; the room shows one member.
+    let remove = "return [...document.querySelectorAll('#room-members li')]\
+         .find(li => li.querySelector('.member-name').firstChild.textContent === 'Bob')\
+         .querySelector('button').click();";
+    browser.execute(remove, vec![]).await.expect("remove");
+    // (After the post, which Bob got too.)
+    let (code, _) = loop {
+        if let Err(close) = next_of(&mut bob).await {
+            break close;
+        }
+    };
+    assert_eq!(code, 4003);
+    wait_texts(browser, "#admin-rooms li span", "the new count", |t| {
+        has(t, "1 member")
+    })
+    .await;
+    wait_texts(browser, "#room-members .member-name", "Bob gone", |t| {
+        t.len() == 1 && has(t, "Alice")
+    })
+    .await;
+
+    // The charts draw: two samples (5 s apart) of connections, messages and latency.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let connections = chart(browser, "chart-connections").await;
+        let messages = chart(browser, "chart-messages").await;
+        if connections.0 >= 2 && messages.0 >= 2 {
+            assert!(connections.1 > 100 && messages.1 > 100, "painted");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the charts never drew");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let connections = wait_texts(browser, "#now-connections", "a count", |t| {
+        t.first().is_some_and(|n| n != "–")
+    })
+    .await;
+    assert!(connections[0].parse::<f64>().is_ok(), "{connections:?}");
+
+    // Text is text: the posted markup was never rendered as markup anywhere.
+    assert!(browser.find(Locator::Css("main b")).await.is_err());
+    // A narrow window scrolls nothing sideways.
+    browser.set_window_size(380, 800).await.expect("resize");
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth > document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(overflow, Value::Bool(false), "no sideways scrolling");
+    browser.set_window_size(1100, 800).await.expect("resize");
+    // Nothing went wrong but the wrong token's two refusals.
+    let errors = console_errors(browser).await;
+    assert!(
+        errors.len() == 2 && errors.iter().all(|e| e.contains("401 (Unauthorized)")),
+        "{errors:?}"
+    );
+    drop(alice);
+}
+
+async fn operator_page(binary: &str, label: &str) {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let site = Site::start_with(binary, &[("CHATROOM_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let browser = driver.browser().await;
+    let outcome = catch(operator(&site, &browser)).await;
+    finish(label, [("operator", browser)], outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_page_on_axum() {
+    operator_page(env!("CARGO_BIN_EXE_axum-site"), "admin-axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_page_on_actix() {
+    operator_page(env!("CARGO_BIN_EXE_actix-site"), "admin-actix").await;
+}
+
 /// Catching a panic in an async block without a futures dependency.
 mod futures_util_free {
     use std::any::Any;
