@@ -16,7 +16,7 @@ use chatroom_core::{
     DisplayName, Filter, Hooks, Hub, Incoming, Limits, MessageAttempt, Outgoing, ResumeToken,
     RoomName,
 };
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use futures_util::{Sink, StreamExt, stream};
 
 fn now() -> Now {
@@ -389,4 +389,16 @@ criterion_group!(
     names,
     encoding
 );
-criterion_main!(benches);
+/// `CHATROOM_BENCH_RECORDER=prometheus` installs the Prometheus recorder first, so that
+/// the hub's metrics are recorded (as in the example site): run the benches with and
+/// without it to see what the metrics cost.
+fn main() {
+    if std::env::var("CHATROOM_BENCH_RECORDER").is_ok_and(|v| v == "prometheus") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder");
+        eprintln!("metrics recorded by a Prometheus recorder");
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

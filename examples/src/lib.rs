@@ -64,6 +64,9 @@ pub struct SiteConfig {
     /// The operator's token (`CHATROOM_ADMIN_TOKEN`, at least 16 characters): with it,
     /// the site serves the operator's page at `/admin`; without it, `/admin` is 404.
     pub admin_token: Option<String>,
+    /// Whether the site records metrics and serves `/metrics` (`CHATROOM_METRICS`:
+    /// `on`, the default, or `off`).
+    pub metrics: bool,
 }
 
 /// Why the site cannot run as a cluster node.
@@ -249,6 +252,20 @@ impl SiteConfig {
                 Some(token.to_owned())
             }
         };
+        let metrics = match get("CHATROOM_METRICS") {
+            None => true,
+            Some((name, v)) => match v.trim() {
+                "on" | "" => true,
+                "off" => false,
+                _ => {
+                    return Err(ConfigError {
+                        name,
+                        value: v,
+                        why: "expected on or off",
+                    });
+                }
+            },
+        };
         Ok(SiteConfig {
             addr,
             limits,
@@ -259,6 +276,7 @@ impl SiteConfig {
             redis_ca_file,
             node_lease,
             admin_token,
+            metrics,
         })
     }
 
@@ -320,7 +338,7 @@ impl SiteConfig {
             OriginPolicy::Any => "*".to_owned(),
             OriginPolicy::List(list) => list.join(","),
         };
-        let rows: [(&str, String); 35] = [
+        let rows: [(&str, String); 36] = [
             ("CHATROOM_ADDR", self.addr.to_string()),
             ("CHATROOM_JOIN_TIMEOUT_MS", ms(l.join_timeout)),
             ("CHATROOM_MAX_UNJOINED_MS", ms(l.max_unjoined)),
@@ -390,6 +408,10 @@ impl SiteConfig {
                     }),
             ),
             ("CHATROOM_NODE_LEASE_MS", ms(self.node_lease)),
+            (
+                "CHATROOM_METRICS",
+                if self.metrics { "on" } else { "off" }.to_owned(),
+            ),
             (
                 "CHATROOM_ADMIN_TOKEN",
                 if self.admin_token.is_some() {

@@ -41,7 +41,10 @@ async fn main() -> ExitCode {
         }
     };
     // Before the hub: its metrics go to the recorder installed when it is built.
-    let metrics = chatroom_examples::install_metrics();
+    let metrics = config
+        .metrics
+        .then(chatroom_examples::install_metrics)
+        .flatten();
     // A cluster node's Redis connections live on the rooms' runtime too.
     let builder = config.hub_builder().runtime(rooms.handle().clone());
     let starting = config.clone();

@@ -35,7 +35,10 @@ async fn main() -> ExitCode {
         }
     });
     // Before the hub: its metrics go to the recorder installed when it is built.
-    let metrics = chatroom_examples::install_metrics();
+    let metrics = config
+        .metrics
+        .then(chatroom_examples::install_metrics)
+        .flatten();
     let hub = match config.start_hub(config.hub_builder()).await {
         Ok(hub) => hub,
         Err(e) => {
