@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::backplane::{Membership, NotTaken};
-use crate::error::{FrameError, HasErrorCode, RenameError, SendError};
+use crate::error::{ErrorCode, FrameError, HasErrorCode, RenameError, SendError};
 use crate::hooks::{ConnectionContext, Filter, MessageAttempt, RenameAttempt, Verdict};
 use crate::hub::Hub;
 use crate::limits::Limits;
@@ -29,7 +29,7 @@ use crate::protocol::{ClientFrame, DecodeError, Ref, error_frame};
 use crate::queue::Received;
 use crate::rate::Bucket;
 use crate::room::check_message;
-use crate::telemetry::CloseLabel;
+use crate::telemetry::{CloseLabel, Open};
 use crate::transport::{CloseFrame, ConnectionEnd, Incoming, Outgoing, close_code};
 
 impl Hub {
@@ -129,6 +129,8 @@ struct Driver<T> {
     span: tracing::Span,
     /// Queued frames written since the queue's depth was last sampled.
     unsampled: u32,
+    /// The connection in the metrics, closed once whatever the end.
+    open: Open,
 }
 
 enum Step {
@@ -145,15 +147,17 @@ where
 {
     let limits = hub.limits_arc();
     let now = Instant::now();
+    let peer = context
+        .peer_addr
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
     let span = tracing::info_span!(
         "connection",
-        peer = ?context.peer_addr,
+        peer = %peer,
         room = tracing::field::Empty,
         member = tracing::field::Empty,
         link = tracing::field::Empty
     );
-    hub.metrics().connections_opened.increment(1);
-    hub.metrics().connections_open.increment(1.0);
+    let open = Open::new(hub.metrics().clone());
     let d = Driver {
         bucket: Bucket::new(&limits, now),
         join_deadline: now + limits.join_timeout,
@@ -169,6 +173,7 @@ where
         leaving: false,
         span: span.clone(),
         unsampled: 0,
+        open,
     };
     // Everything the connection does (hooks included) is logged in its span.
     serve(d).instrument(span).await
@@ -341,6 +346,9 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
         reference: Option<Ref>,
     ) -> Flow {
         if self.joined.is_some() {
+            self.hub
+                .metrics()
+                .join(resume.is_some(), ErrorCode::AlreadyJoined.as_str());
             return self
                 .reply_error(&crate::error::JoinError::AlreadyJoined, reference)
                 .await;
@@ -656,11 +664,10 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             let m = j.membership;
             m.room.disconnect(m.member, m.link).await;
         }
-        let metrics = self.hub.metrics();
         match ending {
             Ending::Close(frame) | Ending::Released(frame) => {
                 tracing::info!(parent: &self.span, code = frame.code, reason = %frame.reason, "closed");
-                metrics.closed(CloseLabel::Code(frame.code));
+                self.open.close(CloseLabel::Code(frame.code));
                 let close = async {
                     self.io.send(Outgoing::Close(frame.clone())).await?;
                     self.io.close().await
@@ -672,7 +679,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
             }
             Ending::PeerClosed => {
                 tracing::info!(parent: &self.span, "closed by the client");
-                metrics.closed(CloseLabel::Peer);
+                self.open.close(CloseLabel::Peer);
                 // Let the transport finish its side of the closing handshake.
                 let _ = timeout(CLOSE_WRITE_TIMEOUT, self.io.flush()).await;
                 ConnectionEnd::ClosedByPeer
@@ -685,7 +692,7 @@ impl<T: Sink<Outgoing> + Unpin> Driver<T> {
                     _ => "the connection broke",
                 };
                 tracing::info!(parent: &self.span, reason = why, "dropped without a close frame");
-                metrics.closed(CloseLabel::Dropped);
+                self.open.close(CloseLabel::Dropped);
                 ConnectionEnd::Dropped
             }
         }

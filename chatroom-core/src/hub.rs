@@ -426,7 +426,7 @@ impl Hub {
         &self.inner.tracker
     }
 
-    pub(crate) fn metrics(&self) -> &crate::telemetry::Metrics {
+    pub(crate) fn metrics(&self) -> &Arc<crate::telemetry::Metrics> {
         &self.inner.metrics
     }
 

@@ -910,6 +910,18 @@ fn now() -> Now {
     }
 }
 
+impl Drop for RoomActor {
+    /// However the room ends (freed, the hub shut down, a panic), its members and the
+    /// room itself leave the metrics, and the registry's entry (if still this room's).
+    fn drop(&mut self) {
+        let metrics = &self.shared.metrics;
+        metrics.members_present.decrement(self.counted.0 as f64);
+        metrics.members_away.decrement(self.counted.1 as f64);
+        self.counted = (0, 0);
+        forget(&self.shared, self.room.name().key(), self.generation);
+    }
+}
+
 impl RoomActor {
     async fn run(mut self) {
         let mut timer: Option<Pin<Box<Sleep>>> = None;

@@ -6,6 +6,7 @@
 //! The handles of the hot paths (events, deliveries, latency) are registered once, when
 //! the hub is built: install the recorder before building the hub.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
@@ -75,7 +76,7 @@ impl Metrics {
 
     /// Counts a connection's end: by close code, `peer` when the client closed first,
     /// `dropped` when it ended without a closing handshake.
-    pub(crate) fn closed(&self, code: CloseLabel) {
+    fn closed(&self, code: CloseLabel) {
         self.connections_open.decrement(1.0);
         let code = match code {
             CloseLabel::Code(code) => code.to_string(),
@@ -100,6 +101,37 @@ impl Metrics {
     /// member.
     pub(crate) fn delivered_after(&self, elapsed: Duration) {
         self.delivery_seconds.record(elapsed.as_secs_f64());
+    }
+}
+
+/// One open connection in the metrics: counted open when made, closed once, by
+/// [`Open::close`] or, if its future is dropped before it finished (an embedder's
+/// timeout, an aborted task, a runtime stopping), as `dropped`.
+pub(crate) struct Open {
+    metrics: Arc<Metrics>,
+    closed: bool,
+}
+
+impl Open {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Open {
+        metrics.connections_opened.increment(1);
+        metrics.connections_open.increment(1.0);
+        Open {
+            metrics,
+            closed: false,
+        }
+    }
+
+    pub(crate) fn close(&mut self, label: CloseLabel) {
+        if !std::mem::replace(&mut self.closed, true) {
+            self.metrics.closed(label);
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.close(CloseLabel::Dropped);
     }
 }
 

@@ -7,7 +7,9 @@ mod common;
 use std::collections::HashMap;
 
 use chatroom_core::testing::{Closed, TestClient};
-use chatroom_core::{ConnectionContext, Hub, Limits, close_code};
+use std::time::Duration;
+
+use chatroom_core::{ConnectionContext, Hub, Incoming, Limits, Outgoing, close_code};
 use common::{expect_close, expect_error, expect_event, join_frame, joined, send};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
@@ -119,15 +121,29 @@ async fn a_scripted_session_moves_the_metrics_as_documented() {
         close_code::RESUMED_ELSEWHERE
     );
     drop(c);
-
-    let seen = Seen(
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(k, _, _, v)| (key(&k), v))
-            .collect(),
+    // A connection whose future the host drops (its own timeout) is counted closed.
+    let served = hub.serve(
+        ConnectionContext::new(),
+        futures_util::stream::pending::<Incoming>(),
+        futures_util::sink::drain::<Outgoing>(),
     );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), served)
+            .await
+            .is_err()
+    );
+
+    let snapshot = || {
+        Seen(
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .map(|(k, _, _, v)| (key(&k), v))
+                .collect(),
+        )
+    };
+    let seen = snapshot();
     let joins = "chatroom_joins_total";
     assert_eq!(seen.counter(joins, "kind=fresh,outcome=welcome"), 3);
     assert_eq!(seen.counter(joins, "kind=fresh,outcome=name_taken"), 1);
@@ -148,7 +164,8 @@ async fn a_scripted_session_moves_the_metrics_as_documented() {
     );
     assert_eq!(seen.counter("chatroom_slow_consumers_total", ""), 1);
     assert_eq!(seen.counter("chatroom_takeovers_total", ""), 1);
-    assert_eq!(seen.counter("chatroom_connections_opened_total", ""), 5);
+    assert_eq!(seen.counter("chatroom_connections_opened_total", ""), 6);
+    assert!(seen.counter("chatroom_connections_closed_total", "code=dropped") >= 1);
     assert_eq!(
         seen.counter("chatroom_connections_closed_total", "code=4001"),
         1
@@ -171,5 +188,28 @@ async fn a_scripted_session_moves_the_metrics_as_documented() {
     // A's queue was sampled while it wrote the flood.
     let depths = seen.histogram("chatroom_outgoing_queue_depth");
     assert!(!depths.is_empty() && depths.iter().all(|d| *d >= 1.0));
+
+    // At shutdown every connection, member and room leaves the gauges (a snapshot
+    // takes the gauges' values: the next one holds what changed since).
     hub.shutdown().await;
+    drop((a, b2, stalled));
+    let after = snapshot();
+    for (name, labels) in [
+        ("chatroom_connections_open", ""),
+        ("chatroom_members", "state=present"),
+        ("chatroom_members", "state=away"),
+        ("chatroom_rooms", ""),
+    ] {
+        assert_eq!(
+            seen.gauge(name, labels) + after.gauge(name, labels),
+            0.0,
+            "{name}{{{labels}}} back to zero"
+        );
+    }
+    assert_eq!(
+        seen.counter("chatroom_connections_closed_total", "code=1001")
+            + after.counter("chatroom_connections_closed_total", "code=1001"),
+        2,
+        "A and B's resume closed with 1001"
+    );
 }
