@@ -211,7 +211,9 @@ impl Mirror {
                 .delivery_seconds
                 .record(at.elapsed().as_secs_f64());
         } else if self.sends.len() < RING {
-            self.sends.push_back((id, at));
+            // Replies come back in any order: keep the waiting sends sorted by id.
+            let index = self.sends.partition_point(|(waiting, _)| *waiting < id);
+            self.sends.insert(index, (id, at));
         }
     }
 
@@ -269,11 +271,9 @@ impl Mirror {
                     break;
                 }
                 self.sends.pop_front();
-                if id == ev.id {
-                    self.counted
-                        .delivery_seconds
-                        .record(at.elapsed().as_secs_f64());
-                }
+                self.counted
+                    .delivery_seconds
+                    .record(at.elapsed().as_secs_f64());
             }
             if self.ring.len() == RING {
                 self.ring.pop_front();
@@ -391,6 +391,7 @@ impl Mirror {
         self.epoch = epoch;
         self.delivered = delivered;
         self.ring.clear();
+        self.sends.clear();
         self.progress.notify_waiters();
         self.early
             .retain(|id, ev| ev.epoch == epoch && *id > delivered);
@@ -438,6 +439,7 @@ impl Mirror {
         self.epoch = 0;
         self.delivered = 0;
         self.ring.clear();
+        self.sends.clear();
     }
 
     /// Removes the member if `link` still holds it, ending its queue with `close`.

@@ -14,6 +14,7 @@ use chatroom_core::backplane::{
     Backplane, BackplaneContext, ContextMatch, Entry, JoinFailure, JoinRequest, MemberChannel,
     MemberId, MemberInfo, Membership, NotTaken, Observers, StoreHealth, Unavailable, queue,
 };
+use chatroom_core::error::HasErrorCode;
 use chatroom_core::protocol::{Event, Ref, TextFrame, WelcomeParts, ack_frame, error_frame};
 use chatroom_core::{
     CloseFrame, ConnectionContext, DisplayName, FrameError, JoinError, LeaveReason, Limits,
@@ -491,7 +492,8 @@ impl Shared {
         // The counter first: whatever it counts is in the stream by the time it is read
         // (unless trimmed away), so an empty read below it is a real gap.
         let mut meta_con = self.con.clone();
-        let meta: (Option<u64>, Option<u64>) = match tokio::time::timeout(
+        let meta: (Option<u64>, Option<u64>) = match store::command(
+            "repair",
             self.options.call_timeout,
             redis::cmd("HMGET")
                 .arg(store::meta(room))
@@ -513,7 +515,7 @@ impl Shared {
             .arg("COUNT")
             .arg(10_000);
         let read = xrange.query_async::<Value>(&mut con);
-        let value = match tokio::time::timeout(self.options.call_timeout, read).await {
+        let value = match store::command("repair", self.options.call_timeout, read).await {
             Ok(Ok(v)) => v,
             _ => return Err(Repair::Unreachable),
         };
@@ -542,7 +544,7 @@ impl Shared {
         let mut get = redis::cmd("GET");
         get.arg(PartitionKeys::instance());
         let get = get.query_async::<Option<String>>(&mut con);
-        match tokio::time::timeout(self.options.call_timeout, get).await {
+        match store::command("instance", self.options.call_timeout, get).await {
             Ok(Ok(now)) => now.as_deref() != Some(sent_with),
             _ => false,
         }
@@ -1009,7 +1011,8 @@ impl Shared {
             let mut smembers = redis::cmd("SMEMBERS");
             smembers.arg(PartitionKeys::node_rooms(&dead));
             let read = smembers.query_async::<Vec<String>>(&mut con);
-            let Ok(Ok(rooms)) = tokio::time::timeout(self.options.call_timeout, read).await else {
+            let Ok(Ok(rooms)) = store::command("reap", self.options.call_timeout, read).await
+            else {
                 continue;
             };
             let mut all = true;
@@ -1035,7 +1038,7 @@ impl Shared {
         let mut range = redis::cmd("ZRANGEBYSCORE");
         range.arg(PartitionKeys::due()).arg("-inf").arg(now);
         let read = range.query_async::<Vec<String>>(&mut con);
-        let due = match tokio::time::timeout(self.options.call_timeout, read).await {
+        let due = match store::command("expire", self.options.call_timeout, read).await {
             Ok(Ok(due)) => due,
             _ => return,
         };
@@ -1119,7 +1122,7 @@ impl Shared {
                 let mut hmget = redis::cmd("HMGET");
                 hmget.arg(store::meta(&room)).arg("epoch").arg("seq");
                 let read = hmget.query_async::<(Option<u64>, Option<u64>)>(&mut con);
-                let meta = match tokio::time::timeout(self.options.call_timeout, read).await {
+                let meta = match store::command("check", self.options.call_timeout, read).await {
                     Ok(meta) => meta,
                     Err(_) => continue,
                 };
@@ -1345,6 +1348,15 @@ impl Worker {
         }
     }
 
+    /// Answers an `error` frame behind event `after`: a refused frame, counted and
+    /// logged as such.
+    fn refuse(&self, after: u64, error: &dyn HasErrorCode, reference: Option<Ref>) {
+        let code = error.code().as_str();
+        metrics::counter!("chatroom_frames_refused_total", "code" => code).increment(1);
+        tracing::debug!(room = %self.room, member = self.member, code, "frame refused");
+        self.answer(after, error_frame(error, reference));
+    }
+
     /// The last event this node delivered in the room: errors follow it.
     fn now(&self) -> u64 {
         lock(&self.mirror).delivered
@@ -1369,10 +1381,7 @@ impl Worker {
             }
             Ok(_) => {}
             Err(Unreachable) => {
-                self.answer(
-                    self.now(),
-                    error_frame(&FrameError::StoreUnavailable, reference),
-                );
+                self.refuse(self.now(), &FrameError::StoreUnavailable, reference);
             }
         }
     }
@@ -1389,7 +1398,7 @@ impl Worker {
                     Ok(reply) => reply.int(1).unwrap_or(0),
                     Err(Unreachable) => self.now(),
                 };
-                return self.answer(after, error_frame(&e, reference));
+                return self.refuse(after, &e, reference);
             }
         };
         let jname = serde_json::to_string(name.as_str()).unwrap_or_else(|_| "\"\"".to_owned());
@@ -1416,15 +1425,12 @@ impl Worker {
                     let taken = reply.text(1).unwrap_or_default();
                     let after = reply.int(2).unwrap_or(0);
                     let error = RenameError::NameTaken { taken };
-                    self.answer(after, error_frame(&error, reference));
+                    self.refuse(after, &error, reference);
                 }
                 _ => {}
             },
             Err(Unreachable) => {
-                self.answer(
-                    self.now(),
-                    error_frame(&FrameError::StoreUnavailable, reference),
-                );
+                self.refuse(self.now(), &FrameError::StoreUnavailable, reference);
             }
         }
     }
@@ -1571,7 +1577,7 @@ impl Node {
             .arg(format!("{}-1", at + 1))
             .arg(format!("{to}-1"));
         let read = xrange.query_async::<Value>(&mut con);
-        match tokio::time::timeout(shared.options.call_timeout, read).await {
+        match store::command("read", shared.options.call_timeout, read).await {
             Ok(Ok(value)) => Some(parse_entries(&value, epoch)),
             _ => None,
         }
@@ -1811,7 +1817,7 @@ impl Backplane for Node {
                 .cmd("HGETALL")
                 .arg(PartitionKeys::rdisp());
             let read = pipe.query_async::<(Vec<(String, u64)>, HashMap<String, String>)>(&mut con);
-            let (counts, names) = tokio::time::timeout(self.shared.options.call_timeout, read)
+            let (counts, names) = store::command("rooms", self.shared.options.call_timeout, read)
                 .await
                 .map_err(|_| Unavailable)?
                 .map_err(|_| Unavailable)?;

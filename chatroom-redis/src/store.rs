@@ -263,6 +263,22 @@ pub(crate) async fn run(
     }
 }
 
+/// A direct command (not a script) within `timeout`, counted in the metrics like a
+/// script call; answers as `tokio::time::timeout` does.
+pub(crate) async fn command<T>(
+    op: &'static str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed> {
+    let timed = Timed::start(op);
+    let out = tokio::time::timeout(timeout, call).await;
+    match &out {
+        Ok(Ok(_)) => timed.answered(),
+        _ => timed.failed(),
+    }
+    out
+}
+
 /// One call to Redis, counted in the metrics by operation: `chatroom_backplane_calls_total`,
 /// `chatroom_backplane_errors_total` (no answer in time, or a failed connection) and
 /// `chatroom_backplane_call_seconds` (answered calls).

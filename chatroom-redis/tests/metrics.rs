@@ -54,9 +54,29 @@ async fn two_nodes_record_calls_events_deliveries_and_latency() {
     assert!(c.recv_text().await.unwrap().contains("name_taken"));
     let sends = 5;
     for i in 0..sends {
-        a.send_message(&i.to_string()).await;
-        assert!(matches!(event(&mut a).await, Event::Message(_)));
+        // With a ref: the ack comes after the node recorded the call and the latency.
+        a.send_json(&json!({"type": "send", "text": i.to_string(), "ref": i}))
+            .await;
+        let mut acked = false;
+        while !acked {
+            let frame = tokio::time::timeout(Duration::from_secs(5), a.recv_text())
+                .await
+                .expect("a frame within 5 s")
+                .expect("open");
+            acked = frame.contains("\"ack\"");
+        }
         assert!(matches!(event(&mut b).await, Event::Message(_)));
+    }
+    // A rename refused by the script is a refused frame too.
+    b.send_json(&json!({"type": "rename", "name": "A"})).await;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), b.recv_text())
+            .await
+            .expect("a frame within 5 s")
+            .expect("open");
+        if frame.contains("name_taken") {
+            break;
+        }
     }
 
     let seen: HashMap<_, _> = snapshotter
@@ -100,6 +120,11 @@ async fn two_nodes_record_calls_events_deliveries_and_latency() {
         counter("chatroom_joins_total", "kind=fresh,outcome=name_taken"),
         1
     );
+    assert_eq!(
+        counter("chatroom_frames_refused_total", "code=name_taken"),
+        2
+    );
+    assert!(counter("chatroom_backplane_calls_total", "op=rename") == 1);
     // One latency per send of the first node, from the frame to its delivery there.
     let latency = histogram("chatroom_delivery_seconds", "");
     assert_eq!(latency.len() as u64, sends);
