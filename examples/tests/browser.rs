@@ -710,13 +710,16 @@ async fn click(browser: &Client, css: &str) {
         .expect("click");
 }
 
-/// How many points chart `id` drew, and how many of its pixels are painted.
+/// How many points chart `id` drew, and how many of its pixels are the line's colour
+/// (the accent, #2f6fde; the axis is grey).
 async fn chart(browser: &Client, id: &str) -> (u64, u64) {
     let script = format!(
         "const c = document.getElementById('{id}'); \
          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
-         let painted = 0; for (let i = 3; i < d.length; i += 4) {{ if (d[i] > 0) painted++; }} \
-         return [Number(c.dataset.points || 0), painted];"
+         let line = 0; for (let i = 0; i < d.length; i += 4) {{ \
+           if (d[i + 3] > 200 && Math.abs(d[i] - 47) < 30 && Math.abs(d[i + 1] - 111) < 30 \
+               && Math.abs(d[i + 2] - 222) < 30) line++; }} \
+         return [Number(c.dataset.points || 0), line];"
     );
     let v = browser.execute(&script, vec![]).await.expect("script");
     (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0))
@@ -785,18 +788,34 @@ async fn operator(site: &Site, browser: &Client) {
     })
     .await;
 
-    // The charts draw: two samples (5 s apart) of connections, messages and latency.
+    // The charts draw, while Alice talks: two samples (5 s apart) of connections and
+    // messages, and a latency for the interval with her sends.
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut said = 0;
     loop {
+        said += 1;
+        let send = json!({"type": "send", "text": format!("tick {said}")}).to_string();
+        alice.send(Message::text(send)).await.expect("send");
         let connections = chart(browser, "chart-connections").await;
         let messages = chart(browser, "chart-messages").await;
-        if connections.0 >= 2 && messages.0 >= 2 {
-            assert!(connections.1 > 100 && messages.1 > 100, "painted");
+        let latency = chart(browser, "chart-latency").await;
+        if connections.0 >= 2 && messages.0 >= 2 && latency.0 >= 1 {
+            assert!(
+                connections.1 > 20 && messages.1 > 20 && latency.1 > 5,
+                "lines drawn: {connections:?} {messages:?} {latency:?}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the charts never drew");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let rate = wait_texts(browser, "#now-messages", "a rate", |t| {
+        t.first()
+            .and_then(|n| n.parse::<f64>().ok())
+            .is_some_and(|r| r > 0.0)
+    })
+    .await;
+    assert!(rate[0].parse::<f64>().unwrap() < 10.0, "{rate:?}");
     let connections = wait_texts(browser, "#now-connections", "a count", |t| {
         t.first().is_some_and(|n| n != "–")
     })

@@ -223,6 +223,12 @@ async fn the_admin_api_lists_posts_and_removes_and_the_metrics_follow() {
         )
         .await;
         assert_eq!((status, body.as_str()), (401, ""));
+        // A body past the limit: still 401 without the token, 413 with it.
+        let big = Some(json!({"text": "x".repeat(20_000)}));
+        let path = "/admin/api/rooms/Ops/messages";
+        let (status, body) = request(addr, "POST", path, None, big.clone()).await;
+        assert_eq!((status, body.as_str()), (401, ""));
+        assert_eq!(request(addr, "POST", path, Some(TOKEN), big).await.0, 413);
 
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use chatroom_examples::{CSP, Page, Request, Site, SiteConfig};
+use chatroom_examples::{CSP, MAX_BODY, Page, Request, Site, SiteConfig};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -69,9 +69,16 @@ async fn main() -> ExitCode {
         let site = site.clone();
         App::new()
             .configure(chatroom_actix::configure(chat.clone()))
-            .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            .default_service(web::to(move |req: HttpRequest, payload: web::Payload| {
                 let site = site.clone();
                 async move {
+                    // Read up to the limit; past it the site answers 413 (after the
+                    // token).
+                    let body = payload
+                        .to_bytes_limited(MAX_BODY)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                     let request = Request {
                         method: req.method().as_str(),
                         path: req.path(),
@@ -79,7 +86,7 @@ async fn main() -> ExitCode {
                             .headers()
                             .get(header::AUTHORIZATION)
                             .and_then(|v| v.to_str().ok()),
-                        body: &body,
+                        body: body.as_deref(),
                     };
                     respond(site.answer(request).await)
                 }
