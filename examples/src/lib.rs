@@ -34,6 +34,9 @@ pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self'; \
                        style-src 'self'; script-src 'self'; object-src 'none'; \
                        base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
+/// The log filter without `RUST_LOG`.
+const DEFAULT_LOG_FILTER: &str = "info,actix_http::h1::dispatcher=off";
+
 /// The shortest operator token the site accepts.
 const MIN_ADMIN_TOKEN: usize = 16;
 
@@ -555,11 +558,13 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// Logs through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`): lines
-/// for people by default, one JSON object per line with `CHATROOM_LOG_FORMAT=json`.
+/// Logs through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`, without
+/// actix's `Response payload stream error` line at the end of each chat on actix-site:
+/// see chatroom-actix's docs): lines for people by default, one JSON object per line
+/// with `CHATROOM_LOG_FORMAT=json`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let format = std::env::var("CHATROOM_LOG_FORMAT").unwrap_or_default();
     match format.trim() {
         "json" => tracing_subscriber::fmt()
