@@ -923,23 +923,16 @@ impl Shared {
             .arg(&self.rules);
         let sent = SystemTime::now();
         let mut con = self.con.clone();
-        let timed = store::Timed::start("heartbeat");
-        let value = match tokio::time::timeout(
+        let value = match store::command(
+            "heartbeat",
             self.options.call_timeout,
             call.invoke_async::<Value>(&mut con),
         )
         .await
         {
-            Ok(Ok(value)) => {
-                timed.answered();
-                value
-            }
-            Ok(Err(e)) => {
-                timed.failed();
-                return Err(format!("Redis: {e}"));
-            }
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => return Err(format!("Redis: {e}")),
             Err(_) => {
-                timed.failed();
                 return Err(format!(
                     "no answer from Redis within {} ms",
                     self.options.call_timeout.as_millis()

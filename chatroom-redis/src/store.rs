@@ -242,18 +242,10 @@ pub(crate) async fn run(
 ) -> Result<Value, Unreachable> {
     let mut con = con.clone();
     let started = tokio::time::Instant::now();
-    let timed = Timed::start(op);
-    match tokio::time::timeout(timeout, call.invoke_async::<Value>(&mut con)).await {
-        Ok(Ok(value)) => {
-            timed.answered();
-            Ok(value)
-        }
-        Err(_) => {
-            timed.failed();
-            Err(Unreachable)
-        }
+    match command(op, timeout, call.invoke_async::<Value>(&mut con)).await {
+        Ok(Ok(value)) => Ok(value),
+        Err(_) => Err(Unreachable),
         Ok(Err(e)) => {
-            timed.failed();
             tracing::warn!(op, error = %e, "a Redis call failed");
             // A call that failed on the way may still reach Redis and run before its
             // deadline: `unavailable` is only said once that deadline has passed.
@@ -282,13 +274,13 @@ pub(crate) async fn command<T>(
 /// One call to Redis, counted in the metrics by operation: `chatroom_backplane_calls_total`,
 /// `chatroom_backplane_errors_total` (no answer in time, or a failed connection) and
 /// `chatroom_backplane_call_seconds` (answered calls).
-pub(crate) struct Timed {
+struct Timed {
     op: &'static str,
     started: std::time::Instant,
 }
 
 impl Timed {
-    pub(crate) fn start(op: &'static str) -> Timed {
+    fn start(op: &'static str) -> Timed {
         metrics::counter!("chatroom_backplane_calls_total", "op" => op).increment(1);
         Timed {
             op,
@@ -296,12 +288,12 @@ impl Timed {
         }
     }
 
-    pub(crate) fn answered(self) {
+    fn answered(self) {
         metrics::histogram!("chatroom_backplane_call_seconds", "op" => self.op)
             .record(self.started.elapsed().as_secs_f64());
     }
 
-    pub(crate) fn failed(self) {
+    fn failed(self) {
         metrics::counter!("chatroom_backplane_errors_total", "op" => self.op).increment(1);
     }
 }
