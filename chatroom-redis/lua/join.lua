@@ -1,7 +1,9 @@
 -- A fresh join. ARGV 7..: member id, link, name key, display name, name as JSON,
--- token, room display name, max members, max rooms, history window.
+-- token, room display name, max members, max rooms, history window, rooms open in the
+-- other partitions (a Redis Cluster's; 0 on a single Redis).
 local mid, link, key, name, jname, token = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local display, max_members, max_rooms, window = ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local elsewhere = tonumber(ARGV[17] or '0')
 local bad = fenced()
 if bad then return bad end
 if redis.call('HEXISTS', K_MEM, mid .. ':name') == 1 then return {'dup_member'} end
@@ -11,7 +13,7 @@ if exists then
   if holder then return {'name_taken', mget(holder, 'name')} end
   if tonumber(redis.call('HGET', K_META, 'n')) >= max_members then return {'room_full'} end
 else
-  if redis.call('ZCARD', K_ROOMS) >= max_rooms then return {'too_many_rooms'} end
+  if redis.call('ZCARD', K_ROOMS) + elsewhere >= max_rooms then return {'too_many_rooms'} end
   -- Epochs start from the clock, so that a data set that Redis lost and began again
   -- does not reuse the epochs of the rooms that nodes still remember.
   if redis.call('EXISTS', K_EPOCH) == 0 then redis.call('SET', K_EPOCH, num(now)) end

@@ -52,6 +52,10 @@
 //! [`RedisBackplane::connect_with_tls`] your own CA or a client certificate. Every node
 //! must have the same room rules ([`RedisBackplane::check_rules`]).
 //!
+//! A Redis Cluster is found at connect (give the URL of any master): rooms are then
+//! spread over 16 partitions, each in one slot, and delivered through sharded pub/sub
+//! (see docs/operations.md, "Redis Cluster").
+//!
 //! Redis 7.0 or later with `maxmemory-policy noeviction` (an evicted room would restart
 //! its ids while its names are held); see docs/operations.md for persistence and
 //! memory. While Redis cannot be reached, frames that need it are answered
@@ -68,7 +72,7 @@ pub mod testing;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatroom_core::backplane::{Backplane, BackplaneContext, IntoBackplane};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
 /// Redis did not answer in time, or the connection failed.
 #[derive(Debug, Clone, Copy)]
@@ -148,17 +152,29 @@ impl Default for Options {
 /// Each hub it is given to is one node of the cluster, with its own random node id.
 pub struct RedisBackplane {
     crashed: tokio_util::sync::CancellationToken,
-    client: redis::Client,
-    con: ConnectionManager,
-    instance: String,
+    subscriber: Subscriber,
+    con: store::Con,
+    layout: store::Layout,
+    /// The data-set id of each partition (see `cr:{cr.N}:instance`).
+    instances: Vec<String>,
     offset_ms: i64,
     options: Options,
+}
+
+/// Where a node's pub/sub connection comes from.
+pub(crate) enum Subscriber {
+    /// A single Redis: a RESP2 pub/sub connection, made anew after each loss.
+    Single(Box<redis::Client>),
+    /// A Redis Cluster, from these seed nodes: one RESP3 cluster connection with
+    /// sharded subscriptions, which the client restores after a loss by itself.
+    Cluster(Vec<redis::ConnectionInfo>),
 }
 
 impl std::fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackplane")
             .field("options", &self.options)
+            .field("cluster", &self.layout.sharded)
             .finish_non_exhaustive()
     }
 }
@@ -240,6 +256,7 @@ impl RedisBackplane {
             // one already.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let custom_tls = tls.is_some();
         let client = match tls {
             None => redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?,
             Some(TlsCertificates { root, client }) => {
@@ -314,27 +331,77 @@ impl RedisBackplane {
                 tracing::warn!(error = %e, "could not read maxmemory-policy; make sure it is noeviction")
             }
         }
+        // A Redis Cluster: every call goes through a cluster connection, which routes it
+        // to the master of its keys' slot; rooms spread over the partitions.
+        let cluster_info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let clustered = cluster_info
+            .lines()
+            .any(|l| l.trim() == "cluster_enabled:1");
+        let (con, layout, subscriber) = if clustered {
+            if custom_tls {
+                return Err(ConnectError::Tls(
+                    "certificates of one's own are not supported with a Redis Cluster yet \
+                     (a rediss:// URL with the system's roots is)"
+                        .to_owned(),
+                ));
+            }
+            let seeds = vec![client.get_connection_info().clone()];
+            let cluster = redis::cluster::ClusterClient::builder(seeds.clone())
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(2))
+                .retries(1)
+                .build()
+                .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+            let con = tokio::time::timeout(Duration::from_secs(5), cluster.get_async_connection())
+                .await
+                .map_err(|_| ConnectError::Unreachable("no answer within 5 s".to_owned()))?
+                .map_err(|e| ConnectError::Unreachable(format!("the Redis Cluster: {e}")))?;
+            tracing::info!(
+                partitions = store::CLUSTER_PARTITIONS,
+                "a Redis Cluster: rooms are spread over its masters by partition"
+            );
+            (
+                store::Con::Cluster(con),
+                store::Layout::CLUSTER,
+                Subscriber::Cluster(seeds),
+            )
+        } else {
+            (
+                store::Con::Single(con),
+                store::Layout::SINGLE,
+                Subscriber::Single(Box::new(client)),
+            )
+        };
+        let mut con = con;
         // Loaded now, the scripts' first calls are one round trip each; a script error
-        // (an incompatible server) shows here, not at the first join.
-        store::Scripts::new()
+        // (an incompatible server) shows here, not at the first join. (On a cluster, a
+        // master that restarts loses them: each call loads its script again then.)
+        store::Scripts::new(layout)
             .load(&mut con)
             .await
             .map_err(|e| ConnectError::Unreachable(format!("loading the scripts: {e}")))?;
-        // The instance id tells a node that Redis lost its data.
-        let fresh = random_hex();
-        let instance_key = store::PartitionKeys::instance();
-        let _: Option<String> = redis::cmd("SET")
-            .arg(&instance_key)
-            .arg(&fresh)
-            .arg("NX")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-        let instance: String = redis::cmd("GET")
-            .arg(&instance_key)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        // The instance id of each partition tells a node that Redis lost its data.
+        let mut instances = Vec::new();
+        for partition in layout.all() {
+            let key = store::PartitionKeys(partition).instance();
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(random_hex())
+                .arg("NX")
+                .query_async(&mut con)
+                .await
+                .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+            let instance: String = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+            instances.push(instance);
+        }
         let sent = SystemTime::now();
         let (secs, micros): (u64, u64) = redis::cmd("TIME")
             .query_async(&mut con)
@@ -346,9 +413,10 @@ impl RedisBackplane {
             .map_or(0, |d| d.as_millis() as i64);
         Ok(RedisBackplane {
             crashed: tokio_util::sync::CancellationToken::new(),
-            client,
+            subscriber,
             con,
-            instance,
+            layout,
+            instances,
             offset_ms: redis_ms - local_ms,
             options: Options::default(),
         })
@@ -382,27 +450,37 @@ impl RedisBackplane {
     /// rules are the cluster's as long as one node runs: to change them, stop every
     /// node (or wait out their leases), then start the nodes with the new ones.
     pub async fn check_rules(&self, limits: &chatroom_core::Limits) -> Result<(), ConnectError> {
-        let mine = store::rules(limits);
-        let scripts = store::Scripts::new();
-        let mut call = scripts.check_rules.prepare_invoke();
-        call.key(store::PartitionKeys::nodes())
-            .key(store::PartitionKeys::rules())
-            .arg(&mine);
-        let mut con = self.con.clone();
-        let value = tokio::time::timeout(
-            Duration::from_secs(5),
-            call.invoke_async::<redis::Value>(&mut con),
-        )
-        .await
-        .map_err(|_| ConnectError::Unreachable("no answer within 5 s".to_owned()))?
-        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-        let reply = store::Reply::new(value);
-        match reply.text(1) {
-            Some(theirs) if reply.status() == "rules" => Err(ConnectError::RulesDiffer {
-                differences: store::rules_diff(&mine, &theirs),
-            }),
-            _ => Ok(()),
+        let mine = store::rules(limits, self.layout);
+        let scripts = store::Scripts::new(self.layout);
+        for partition in self.layout.all() {
+            let partition = store::PartitionKeys(partition);
+            let mut call = scripts.check_rules.prepare_invoke();
+            call.key(partition.nodes())
+                .key(partition.rules())
+                .arg(&mine);
+            let mut con = self.con.clone();
+            let value = tokio::time::timeout(
+                Duration::from_secs(5),
+                call.invoke_async::<redis::Value>(&mut con),
+            )
+            .await
+            .map_err(|_| ConnectError::Unreachable("no answer within 5 s".to_owned()))?
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+            let reply = store::Reply::new(value);
+            if let Some(theirs) = reply.text(1).filter(|_| reply.status() == "rules") {
+                return Err(ConnectError::RulesDiffer {
+                    differences: store::rules_diff(&mine, &theirs),
+                });
+            }
         }
+        Ok(())
+    }
+
+    /// Whether this backplane is on a Redis Cluster (found at connect): rooms are then
+    /// spread over 16 partitions by a hash of their name, each partition in one slot,
+    /// and delivered through sharded pub/sub.
+    pub fn is_cluster(&self) -> bool {
+        self.layout.sharded
     }
 
     /// For tests of faults: a switch that makes this node "crash" (it stops calling

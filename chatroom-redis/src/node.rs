@@ -24,21 +24,28 @@ use chatroom_core::{
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::Value;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::PubSubSink;
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::mirror::{Effects, Ev, Kind, Local, Mirror, resync};
-use crate::store::{self, PartitionKeys, Reply, Scripts, room_call, room_id};
+use crate::store::{
+    self, Con, Layout, PartitionKeys, Reply, RoomKeys, Scripts, room_call, room_id,
+};
 use crate::{Options, Unreachable};
 
 /// What every task of the node shares.
 pub(crate) struct Shared {
     /// This node's id: random per start, and again after its lease was reaped.
     node: Mutex<String>,
-    /// The id of the Redis data set this node serves (see `cr:instance`); adopted
-    /// anew after Redis lost its data.
-    instance: Mutex<String>,
+    /// The id of the Redis data set of each partition (see `cr:{cr.N}:instance`);
+    /// adopted anew after Redis lost that partition's data.
+    instances: Mutex<Vec<String>>,
+    /// How many partitions, and whether Redis is a cluster.
+    pub(crate) layout: Layout,
+    /// Rooms in each partition, as last read (for `max_rooms` across partitions).
+    room_counts: Mutex<Option<(tokio::time::Instant, Vec<u64>)>>,
     /// When the last heartbeat that succeeded was sent: the lease holds until then plus
     /// the lease, by this node's own clock. Past the outage limit, connections close
     /// with 1013.
@@ -57,8 +64,8 @@ pub(crate) struct Shared {
     pub(crate) crashed: CancellationToken,
     /// One reaping round at a time.
     reaping: Arc<tokio::sync::Semaphore>,
-    pub(crate) client: redis::Client,
-    pub(crate) con: ConnectionManager,
+    subscriber: crate::Subscriber,
+    pub(crate) con: Con,
     pub(crate) scripts: Scripts,
     pub(crate) options: Options,
     pub(crate) limits: Arc<Limits>,
@@ -83,8 +90,31 @@ pub(crate) struct Shared {
 
 /// The node's pub/sub connection: where to subscribe, and to what.
 struct Subs {
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
     channels: HashSet<String>,
+}
+
+/// Where subscriptions are made: a single Redis's pub/sub connection, or a cluster
+/// connection (sharded channels, each on the master of its room's slot).
+enum Sink {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Sink {
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Sink::Single(sink) => sink.subscribe(channel).await,
+            Sink::Cluster(con) => con.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Sink::Single(sink) => sink.unsubscribe(channel).await,
+            Sink::Cluster(con) => con.sunsubscribe(channel).await,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,25 +126,28 @@ impl Shared {
     pub(crate) fn new(backplane: crate::RedisBackplane, context: BackplaneContext) -> Arc<Shared> {
         let crate::RedisBackplane {
             crashed,
-            client,
+            subscriber,
             con,
-            instance,
+            layout,
+            instances,
             offset_ms,
             options,
         } = backplane;
         Arc::new(Shared {
             node: Mutex::new(crate::random_hex()),
-            instance: Mutex::new(instance),
+            instances: Mutex::new(instances),
+            layout,
+            room_counts: Mutex::new(None),
             last_renewed: Mutex::new(None),
             suspended: AtomicBool::new(false),
             health: AtomicU8::new(0),
             refused: AtomicBool::new(false),
-            rules: store::rules(context.limits()),
+            rules: store::rules(context.limits(), layout),
             crashed,
             reaping: Arc::new(tokio::sync::Semaphore::new(1)),
-            client,
+            subscriber,
             con,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(layout),
             options,
             limits: context.limits().clone(),
             observers: context.observers(),
@@ -163,26 +196,35 @@ impl Shared {
         lock(&self.node).clone()
     }
 
-    fn instance(&self) -> String {
-        lock(&self.instance).clone()
+    /// The data-set id this node knows for `partition`.
+    fn instance(&self, partition: u16) -> String {
+        lock(&self.instances)
+            .get(usize::from(partition))
+            .cloned()
+            .unwrap_or_default()
     }
 
-    fn call<'a>(&'a self, script: &'a redis::Script, room: &str) -> redis::ScriptInvocation<'a> {
-        room_call(
-            script,
-            room,
-            &self.node(),
-            &self.instance(),
-            self.deadline(),
-            self.stream_cap(),
-        )
+    fn keys<'a>(&self, room: &'a str) -> RoomKeys<'a> {
+        RoomKeys::new(self.layout, room)
     }
 
-    async fn run(
-        &self,
-        op: &'static str,
-        call: &redis::ScriptInvocation<'_>,
-    ) -> Result<Reply, Unreachable> {
+    fn call<'a>(&'a self, script: &'a redis::Script, room: &str) -> Call<'a> {
+        let keys = self.keys(room);
+        let partition = keys.partition().0;
+        Call {
+            invocation: room_call(
+                script,
+                &keys,
+                &self.node(),
+                &self.instance(partition),
+                self.deadline(),
+                self.stream_cap(),
+            ),
+            partition,
+        }
+    }
+
+    async fn run(&self, op: &'static str, call: &Call<'_>) -> Result<Reply, Unreachable> {
         if lock(&self.last_renewed).is_none() {
             self.first_lease().await;
         }
@@ -192,14 +234,17 @@ impl Shared {
         {
             return Err(Unreachable);
         }
-        let (sent_as, sent_with) = (self.node(), self.instance());
-        let value = store::run(op, call, &self.con, self.options.call_timeout).await?;
+        let (sent_as, sent_with) = (self.node(), self.instance(call.partition));
+        let value = store::run(op, &call.invocation, &self.con, self.options.call_timeout).await?;
         let reply = Reply::new(value);
+        if matches!(reply.status().as_str(), "late" | "lost" | "reaped") {
+            tracing::debug!(op, status = %reply.status(), partition = call.partition, "a call was refused");
+        }
         match reply.status().as_str() {
             // Past the deadline: the call's caller has already given up.
             "late" => Err(Unreachable),
             "lost" => {
-                self.data_lost(&sent_with).await;
+                self.data_lost(call.partition, &sent_with).await;
                 Err(Unreachable)
             }
             "reaped" => {
@@ -292,19 +337,24 @@ impl Shared {
         ));
     }
 
-    /// Redis lost its data (its instance id changed or is gone): every membership of
-    /// this node is void (its token too). Members close with 1012 and join afresh; the
-    /// node adopts the data set Redis has now. Names are never re-asserted from memory.
-    async fn data_lost(&self, sent_with: &str) {
-        if self.instance() != sent_with {
+    /// Redis lost the data of `partition` (its instance id changed or is gone; on a
+    /// Redis Cluster, a master that restarted empty loses only its own partitions):
+    /// every membership of this node in that partition's rooms is void (its token
+    /// too). Members close with 1012 and join afresh; the node adopts the data set
+    /// Redis has now. Names are never re-asserted from memory.
+    async fn data_lost(&self, partition: u16, sent_with: &str) {
+        if self.instance(partition) != sent_with {
             // A late answer to a call made before the node adopted the new data set.
             return;
         }
-        tracing::error!("Redis lost this cluster's data: every membership here ends with 1012");
+        tracing::error!(
+            partition,
+            "Redis lost this cluster's data: every membership here in its rooms ends with 1012"
+        );
         // Adopt the data set Redis has now before the clients hear about it, so that
         // their fresh joins find the node ready.
         let mut con = self.con.clone();
-        let key = PartitionKeys::instance();
+        let key = PartitionKeys(partition).instance();
         let adopt = async {
             let _: Option<String> = redis::cmd("SET")
                 .arg(&key)
@@ -317,10 +367,16 @@ impl Shared {
                 .query_async::<String>(&mut con)
                 .await
         };
-        if let Ok(Ok(instance)) = tokio::time::timeout(self.options.call_timeout, adopt).await {
-            *lock(&self.instance) = instance;
+        if let Ok(Ok(instance)) = tokio::time::timeout(self.options.call_timeout, adopt).await
+            && let Some(known) = lock(&self.instances).get_mut(usize::from(partition))
+        {
+            *known = instance;
         }
-        let mirrors: Vec<_> = lock(&self.mirrors).values().cloned().collect();
+        let mirrors: Vec<_> = lock(&self.mirrors)
+            .iter()
+            .filter(|(room, _)| self.layout.of(room) == partition)
+            .map(|(_, mirror)| mirror.clone())
+            .collect();
         let close = CloseFrame::new(
             close_code::SERVICE_RESTART,
             "state lost; resume or join afresh",
@@ -371,7 +427,7 @@ impl Shared {
         }
         let mirror = self.mirror(room);
         lock(&mirror).pins += 1;
-        let channel = store::channel(room);
+        let channel = self.keys(room).channel();
         if !subs.channels.contains(&channel) {
             let subscribed = match subs.sink.as_mut() {
                 Some(sink) => {
@@ -433,7 +489,8 @@ impl Shared {
         let shared = self.clone();
         let room = room.to_owned();
         self.context.spawn(async move {
-            let sent_with = shared.instance();
+            let partition = shared.layout.of(&room);
+            let sent_with = shared.instance(partition);
             let epoch = lock(&mirror).epoch;
             let mut outcome = shared.repair_once(&room, &mirror).await;
             let suspect = match &outcome {
@@ -441,11 +498,11 @@ impl Shared {
                 Err(Repair::Unrepairable) => true,
                 Err(Repair::Unreachable) => false,
             };
-            if suspect && shared.data_set_changed(&sent_with).await {
+            if suspect && shared.data_set_changed(partition, &sent_with).await {
                 // Not a gap, and not this room's events: Redis lost everything (a
-                // restart without its data), and every membership of this node ends
-                // with 1012, not 4002.
-                shared.data_lost(&sent_with).await;
+                // restart without its data), and every membership of this node in the
+                // partition ends with 1012, not 4002.
+                shared.data_lost(partition, &sent_with).await;
                 outcome = Ok(Vec::new());
             }
             let mut effects = Effects::default();
@@ -496,7 +553,7 @@ impl Shared {
             "repair",
             self.options.call_timeout,
             redis::cmd("HMGET")
-                .arg(store::meta(room))
+                .arg(self.keys(room).meta())
                 .arg("epoch")
                 .arg("seq")
                 .query_async(&mut meta_con),
@@ -509,7 +566,7 @@ impl Shared {
         let mut con = self.con.clone();
         let mut xrange = redis::cmd("XRANGE");
         xrange
-            .arg(store::stream(room))
+            .arg(self.keys(room).stream())
             .arg(format!("{from}-1"))
             .arg("+")
             .arg("COUNT")
@@ -539,10 +596,10 @@ impl Shared {
 
     /// Whether Redis no longer holds the data set `sent_with` (it restarted empty, or
     /// was flushed). False when it cannot be told.
-    async fn data_set_changed(&self, sent_with: &str) -> bool {
+    async fn data_set_changed(&self, partition: u16, sent_with: &str) -> bool {
         let mut con = self.con.clone();
         let mut get = redis::cmd("GET");
-        get.arg(PartitionKeys::instance());
+        get.arg(PartitionKeys(partition).instance());
         let get = get.query_async::<Option<String>>(&mut con);
         match store::command("instance", self.options.call_timeout, get).await {
             Ok(Ok(now)) => now.as_deref() != Some(sent_with),
@@ -619,6 +676,62 @@ impl Shared {
             || self.cancel.is_cancelled()
     }
 
+    /// How many rooms are open in the partitions other than `partition` (none on a
+    /// single Redis), read at most every [`ROOM_COUNTS_FRESH`]: `max_rooms` counts the
+    /// rooms of every partition. A partition's script counts its own rooms exactly;
+    /// rooms opened in other partitions within that window are not seen yet.
+    async fn rooms_elsewhere(&self, partition: u16) -> u64 {
+        if self.layout.partitions <= 1 {
+            return 0;
+        }
+        let cached = lock(&self.room_counts).clone();
+        let counts = match cached {
+            Some((at, counts)) if at.elapsed() < ROOM_COUNTS_FRESH => counts,
+            _ => {
+                let reads = self.layout.all().map(|p| {
+                    let mut con = self.con.clone();
+                    let mut zcard = redis::cmd("ZCARD");
+                    zcard.arg(PartitionKeys(p).rooms());
+                    async move {
+                        let read = zcard.query_async::<u64>(&mut con);
+                        match store::command("rooms", self.options.call_timeout, read).await {
+                            Ok(Ok(n)) => Some(n),
+                            _ => None,
+                        }
+                    }
+                });
+                let read: Option<Vec<u64>> = futures_util::future::join_all(reads)
+                    .await
+                    .into_iter()
+                    .collect();
+                match read {
+                    Some(counts) => {
+                        *lock(&self.room_counts) =
+                            Some((tokio::time::Instant::now(), counts.clone()));
+                        counts
+                    }
+                    // A master that does not answer: its rooms as last read.
+                    None => cached.map(|(_, counts)| counts).unwrap_or_default(),
+                }
+            }
+        };
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p != usize::from(partition))
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// A join of this node opened a room in `partition`.
+    fn opened_room(&self, partition: u16) {
+        if let Some((_, counts)) = lock(&self.room_counts).as_mut()
+            && let Some(n) = counts.get_mut(usize::from(partition))
+        {
+            *n += 1;
+        }
+    }
+
     fn room_name(&self, room: &str) -> Option<RoomName> {
         lock(&self.rooms).get(room).cloned()
     }
@@ -645,6 +758,10 @@ impl Shared {
     }
 }
 
+/// How old the room counts of the other partitions may be when a fresh join is
+/// checked against `max_rooms` (Redis Cluster only).
+const ROOM_COUNTS_FRESH: Duration = Duration::from_millis(100);
+
 /// The values of [`Shared::health`], by index.
 const HEALTH: [StoreHealth; 3] = [
     StoreHealth::Connected,
@@ -655,6 +772,26 @@ const HEALTH: [StoreHealth; 3] = [
 enum Repair {
     Unrepairable,
     Unreachable,
+}
+
+/// A room script's call, and the partition it acts in.
+struct Call<'a> {
+    invocation: redis::ScriptInvocation<'a>,
+    partition: u16,
+}
+
+impl<'a> std::ops::Deref for Call<'a> {
+    type Target = redis::ScriptInvocation<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.invocation
+    }
+}
+
+impl std::ops::DerefMut for Call<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.invocation
+    }
 }
 
 /// Events from an `XRANGE` answer.
@@ -742,16 +879,21 @@ impl Shared {
     /// Keeps the pub/sub connection: (re)connects, resubscribes, dispatches messages,
     /// and repairs every room after a reconnection (messages may have been lost).
     async fn pubsub_loop(self: Arc<Self>) {
+        let client = match &self.subscriber {
+            crate::Subscriber::Single(client) => (**client).clone(),
+            crate::Subscriber::Cluster(seeds) => {
+                let seeds = seeds.clone();
+                return self.sharded_loop(seeds).await;
+            }
+        };
         let mut first = true;
         loop {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let connected = tokio::time::timeout(
-                self.options.call_timeout * 4,
-                self.client.get_async_pubsub(),
-            )
-            .await;
+            let connected =
+                tokio::time::timeout(self.options.call_timeout * 4, client.get_async_pubsub())
+                    .await;
             let Ok(Ok(pubsub)) = connected else {
                 tokio::select! {
                     () = self.cancel.cancelled() => return,
@@ -771,13 +913,10 @@ impl Shared {
                 if !ok {
                     continue;
                 }
-                subs.sink = Some(sink);
+                subs.sink = Some(Sink::Single(sink));
             }
             if !first {
-                let rooms: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
-                for room in rooms {
-                    self.repair(&room);
-                }
+                self.repair_all();
             }
             first = false;
             loop {
@@ -786,17 +925,94 @@ impl Shared {
                     m = stream.next() => m,
                 };
                 let Some(message) = message else { break };
-                let channel = message.get_channel_name();
-                let Some(room) = channel
-                    .strip_prefix("cr:{cr.0}:r:")
-                    .and_then(|r| r.strip_suffix(":ch"))
-                else {
-                    continue;
-                };
-                self.dispatch(room, message.get_payload_bytes());
+                if let Some(room) = store::room_of_channel(message.get_channel_name()) {
+                    self.dispatch(room, message.get_payload_bytes());
+                }
             }
             tracing::warn!("lost the pub/sub connection to Redis; reconnecting");
             self.subs.lock().await.sink = None;
+        }
+    }
+
+    /// The pub/sub of a node on a Redis Cluster: one RESP3 cluster connection whose
+    /// sharded subscriptions the client restores by itself after a lost connection
+    /// (a master that restarted, a slot that moved); every room whose subscription was
+    /// lost or restored is repaired from its stream.
+    async fn sharded_loop(self: Arc<Self>, seeds: Vec<redis::ConnectionInfo>) {
+        let (tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let client = match redis::cluster::ClusterClient::builder(seeds)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .connection_timeout(self.options.call_timeout * 4)
+            .response_timeout(self.options.call_timeout * 4)
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a pub/sub connection to the Redis Cluster");
+                return;
+            }
+        };
+        let con = loop {
+            let connected =
+                tokio::time::timeout(self.options.call_timeout * 4, client.get_async_connection())
+                    .await;
+            if let Ok(Ok(con)) = connected {
+                break con;
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        };
+        self.subs.lock().await.sink = Some(Sink::Cluster(con));
+        loop {
+            let push = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                p = pushes.recv() => p,
+            };
+            let Some(push) = push else { return };
+            match push.kind {
+                redis::PushKind::SMessage | redis::PushKind::Message => {
+                    let (Some(channel), Some(Value::BulkString(payload))) =
+                        (push.data.first().and_then(store::text), push.data.get(1))
+                    else {
+                        continue;
+                    };
+                    if let Some(room) = store::room_of_channel(&channel) {
+                        self.dispatch(room, payload);
+                    }
+                }
+                redis::PushKind::Disconnection => {
+                    tracing::warn!(
+                        "lost a pub/sub connection to a Redis Cluster master; the client \
+                         reconnects and subscribes again"
+                    );
+                    self.repair_all();
+                }
+                // A subscription made again after a lost connection: what was published
+                // meanwhile is read from the stream.
+                redis::PushKind::SSubscribe => {
+                    if let Some(room) = push
+                        .data
+                        .first()
+                        .and_then(store::text)
+                        .as_deref()
+                        .and_then(store::room_of_channel)
+                    {
+                        self.repair(room);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Repairs every mirrored room (after a lost pub/sub connection).
+    fn repair_all(self: &Arc<Self>) {
+        let rooms: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
+        for room in rooms {
+            self.repair(&room);
         }
     }
 
@@ -899,23 +1115,38 @@ impl Shared {
         self.set_health(StoreHealth::Connected, "a heartbeat succeeded");
         if resumed {
             tracing::info!("lease renewed: delivering again");
-            let rooms: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
-            for room in rooms {
-                self.repair(&room);
-            }
+            self.repair_all();
         }
     }
 
-    /// Renews the lease; why not, if it was not.
+    /// Renews the lease in every partition (each keeps its own leases, on its own
+    /// master); why not, if it was not renewed in all of them.
     async fn heartbeat(&self, lease: Duration, interval: Duration) -> Result<(), String> {
-        let (sent_as, sent_with) = (self.node(), self.instance());
+        let answers = futures_util::future::join_all(
+            self.layout
+                .all()
+                .map(|partition| self.heartbeat_in(partition, lease, interval)),
+        )
+        .await;
+        answers.into_iter().collect()
+    }
+
+    /// Renews the lease in one partition.
+    async fn heartbeat_in(
+        &self,
+        partition: u16,
+        lease: Duration,
+        interval: Duration,
+    ) -> Result<(), String> {
+        let (sent_as, sent_with) = (self.node(), self.instance(partition));
+        let keys = PartitionKeys(partition);
         let mut call = self.scripts.heartbeat.prepare_invoke();
-        call.key(PartitionKeys::nodes())
-            .key(PartitionKeys::heartbeat())
-            .key(PartitionKeys::holdoff())
-            .key(PartitionKeys::dead())
-            .key(PartitionKeys::instance())
-            .key(PartitionKeys::rules())
+        call.key(keys.nodes())
+            .key(keys.heartbeat())
+            .key(keys.holdoff())
+            .key(keys.dead())
+            .key(keys.instance())
+            .key(keys.rules())
             .arg(&sent_as)
             .arg(lease.as_millis() as u64)
             .arg(interval.as_millis() as u64)
@@ -970,20 +1201,28 @@ impl Shared {
                 Err("the cluster has other room rules".to_owned())
             }
             _ => {
-                self.data_lost(&sent_with).await;
+                self.data_lost(partition, &sent_with).await;
                 Err("Redis lost this cluster's data".to_owned())
             }
         }
     }
 
-    /// Expires the rooms of dead nodes and the rooms with members past their grace.
+    /// Expires the rooms of dead nodes and the rooms with members past their grace,
+    /// in every partition.
     async fn reap(&self) {
+        for partition in self.layout.all() {
+            self.reap_in(PartitionKeys(partition)).await;
+        }
+    }
+
+    /// [`Shared::reap`] in one partition.
+    async fn reap_in(&self, keys: PartitionKeys) {
         let mut call = self.scripts.reap.prepare_invoke();
-        call.key(PartitionKeys::nodes())
-            .key(PartitionKeys::holdoff())
-            .key(PartitionKeys::dead())
-            .key(PartitionKeys::dying())
-            .key(PartitionKeys::heartbeat())
+        call.key(keys.nodes())
+            .key(keys.holdoff())
+            .key(keys.dead())
+            .key(keys.dying())
+            .key(keys.heartbeat())
             .arg(self.node())
             .arg(self.deadline())
             .arg(self.options.lease.as_millis() as u64)
@@ -1002,7 +1241,7 @@ impl Shared {
             };
             let mut con = self.con.clone();
             let mut smembers = redis::cmd("SMEMBERS");
-            smembers.arg(PartitionKeys::node_rooms(&dead));
+            smembers.arg(keys.node_rooms(&dead));
             let read = smembers.query_async::<Vec<String>>(&mut con);
             let Ok(Ok(rooms)) = store::command("reap", self.options.call_timeout, read).await
             else {
@@ -1015,9 +1254,9 @@ impl Shared {
             if all {
                 let _: Result<(), _> = redis::pipe()
                     .cmd("DEL")
-                    .arg(PartitionKeys::node_rooms(&dead))
+                    .arg(keys.node_rooms(&dead))
                     .cmd("SREM")
-                    .arg(PartitionKeys::dying())
+                    .arg(keys.dying())
                     .arg(&dead)
                     .query_async(&mut con)
                     .await;
@@ -1029,7 +1268,7 @@ impl Shared {
             .map_or(0, |d| d.as_millis() as i64)
             + self.offset_ms.load(Ordering::Relaxed);
         let mut range = redis::cmd("ZRANGEBYSCORE");
-        range.arg(PartitionKeys::due()).arg("-inf").arg(now);
+        range.arg(keys.due()).arg("-inf").arg(now);
         let read = range.query_async::<Vec<String>>(&mut con);
         let due = match store::command("expire", self.options.call_timeout, read).await {
             Ok(Ok(due)) => due,
@@ -1113,7 +1352,7 @@ impl Shared {
                 }
                 let mut con = self.con.clone();
                 let mut hmget = redis::cmd("HMGET");
-                hmget.arg(store::meta(&room)).arg("epoch").arg("seq");
+                hmget.arg(self.keys(&room).meta()).arg("epoch").arg("seq");
                 let read = hmget.query_async::<(Option<u64>, Option<u64>)>(&mut con);
                 let meta = match store::command("check", self.options.call_timeout, read).await {
                     Ok(meta) => meta,
@@ -1121,10 +1360,11 @@ impl Shared {
                 };
                 match meta {
                     Ok((Some(e), Some(seq))) if e == epoch && seq < delivered => {
-                        let instance = self.instance();
-                        if self.data_set_changed(&instance).await {
+                        let partition = self.layout.of(&room);
+                        let instance = self.instance(partition);
+                        if self.data_set_changed(partition, &instance).await {
                             // A room of a new data set that happens to share the epoch.
-                            self.data_lost(&instance).await;
+                            self.data_lost(partition, &instance).await;
                             continue;
                         }
                         // The room's counter went backwards (a failover lost its tail):
@@ -1197,7 +1437,7 @@ impl Shared {
             return;
         }
         lock(&self.rooms).remove(room);
-        let channel = store::channel(room);
+        let channel = self.keys(room).channel();
         subs.channels.remove(&channel);
         if let Some(sink) = subs.sink.as_mut() {
             let _ =
@@ -1566,7 +1806,7 @@ impl Node {
         let mut con = shared.con.clone();
         let mut xrange = redis::cmd("XRANGE");
         xrange
-            .arg(store::stream(room))
+            .arg(shared.keys(room).stream())
             .arg(format!("{}-1", at + 1))
             .arg(format!("{to}-1"));
         let read = xrange.query_async::<Value>(&mut con);
@@ -1665,6 +1905,10 @@ impl Backplane for Node {
                 Entry::Fresh { name, token } => (Some(random_u64()), name, token, None),
                 Entry::Resume { name, token, since } => (None, name, token, since),
             };
+            let elsewhere = match fresh {
+                Some(_) => shared.rooms_elsewhere(shared.layout.of(&room_hex)).await,
+                None => 0,
+            };
             let call = match fresh {
                 Some(member) => {
                     let jname = serde_json::to_string(name.as_str()).unwrap_or_default();
@@ -1678,7 +1922,8 @@ impl Backplane for Node {
                         .arg(room.as_str())
                         .arg(shared.limits.max_members)
                         .arg(shared.limits.max_rooms)
-                        .arg(shared.limits.history.max(1));
+                        .arg(shared.limits.history.max(1))
+                        .arg(elsewhere);
                     call
                 }
                 None => {
@@ -1732,6 +1977,11 @@ impl Backplane for Node {
             }
             let epoch = reply.int(1).unwrap_or(0);
             let at = reply.int(2).unwrap_or(0);
+            if fresh.is_some() && at == 1 {
+                // This join opened the room: the next fresh join on this node counts it
+                // even before the other partitions' counts are read again.
+                shared.opened_room(shared.layout.of(&room_hex));
+            }
             let display = reply.text(3).unwrap_or_else(|| room.as_str().to_owned());
             let members = names_json(&reply.list(4));
             let history = frames(&reply.list(5));
@@ -1800,30 +2050,39 @@ impl Backplane for Node {
         limit: usize,
     ) -> BoxFuture<'_, Result<RoomsPage, Unavailable>> {
         Box::pin(async move {
-            let mut con = self.shared.con.clone();
-            let mut pipe = redis::pipe();
-            pipe.cmd("ZRANGE")
-                .arg(PartitionKeys::rooms())
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .cmd("HGETALL")
-                .arg(PartitionKeys::rdisp());
-            let read = pipe.query_async::<(Vec<(String, u64)>, HashMap<String, String>)>(&mut con);
-            let (counts, names) = store::command("rooms", self.shared.options.call_timeout, read)
-                .await
-                .map_err(|_| Unavailable)?
-                .map_err(|_| Unavailable)?;
-            let mut all: Vec<RoomSummary> = counts
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .filter_map(|(room, members)| {
-                    Some(RoomSummary {
-                        room: names.get(&room)?.clone(),
-                        members: members as usize,
-                    })
-                })
-                .collect();
+            // Each partition lists its own rooms (on a Redis Cluster, on its own master).
+            let reads = self.shared.layout.all().map(|partition| {
+                let keys = PartitionKeys(partition);
+                let mut con = self.shared.con.clone();
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("ZRANGE")
+                        .arg(keys.rooms())
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .cmd("HGETALL")
+                        .arg(keys.rdisp());
+                    let read =
+                        pipe.query_async::<(Vec<(String, u64)>, HashMap<String, String>)>(&mut con);
+                    store::command("rooms", self.shared.options.call_timeout, read)
+                        .await
+                        .map_err(|_| Unavailable)?
+                        .map_err(|_| Unavailable)
+                }
+            });
+            let mut all: Vec<RoomSummary> = Vec::new();
+            for listed in futures_util::future::join_all(reads).await {
+                let (counts, names) = listed?;
+                all.extend(counts.into_iter().filter(|(_, n)| *n > 0).filter_map(
+                    |(room, members)| {
+                        Some(RoomSummary {
+                            room: names.get(&room)?.clone(),
+                            members: members as usize,
+                        })
+                    },
+                ));
+            }
             all.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
             let start = match &after {
                 Some(c) => all

@@ -9,23 +9,84 @@ use std::time::Duration;
 
 use chatroom_core::NameKey;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use redis::{Script, Value};
 
 use crate::Unreachable;
 
-/// The partition tag of every key: one partition on a single Redis.
-const TAG: &str = "{cr.0}";
+/// How many partitions the rooms of a Redis Cluster are spread over (one on a single
+/// Redis). A partition's keys share one hash tag, so a partition is the unit that
+/// lives on one master: 16 lets a cluster spread its rooms over up to 16 masters.
+pub(crate) const CLUSTER_PARTITIONS: u16 = 16;
 
-fn script(body: &str, read_only: bool) -> Script {
+/// The partition tag of a partition's keys (never user text).
+pub(crate) fn tag(partition: u16) -> String {
+    format!("{{cr.{partition}}}")
+}
+
+/// The partition of a room (its id in key names) when there are `partitions`: FNV-1a,
+/// the same on every node and every version.
+pub(crate) fn partition_of(room: &str, partitions: u16) -> u16 {
+    if partitions <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(partitions)) as u16
+}
+
+/// Where a node's keys live: how many partitions, and whether the store is a Redis
+/// Cluster (sharded pub/sub: `SPUBLISH`/`SSUBSCRIBE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) partitions: u16,
+    pub(crate) sharded: bool,
+}
+
+impl Layout {
+    pub(crate) const SINGLE: Layout = Layout {
+        partitions: 1,
+        sharded: false,
+    };
+    pub(crate) const CLUSTER: Layout = Layout {
+        partitions: CLUSTER_PARTITIONS,
+        sharded: true,
+    };
+
+    /// The partition of a room.
+    pub(crate) fn of(&self, room: &str) -> u16 {
+        partition_of(room, self.partitions)
+    }
+
+    /// Every partition.
+    pub(crate) fn all(&self) -> std::ops::Range<u16> {
+        0..self.partitions.max(1)
+    }
+}
+
+fn script(body: &str, read_only: bool, layout: Layout) -> Script {
     let shebang = if read_only {
         "#!lua flags=no-writes"
     } else {
         "#!lua"
     };
-    Script::new(&format!(
-        "{shebang}\n{}\n{body}",
-        include_str!("../lua/prelude.lua")
-    ))
+    publishing(
+        &format!("{shebang}\n{}\n{body}", include_str!("../lua/prelude.lua")),
+        layout,
+    )
+}
+
+/// A script that publishes with `SPUBLISH` on a Redis Cluster (sharded pub/sub: the
+/// channel lives in the room's slot), `PUBLISH` on a single Redis.
+fn publishing(source: &str, layout: Layout) -> Script {
+    if layout.sharded {
+        Script::new(&source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"))
+    } else {
+        Script::new(source)
+    }
 }
 
 /// The scripts, loaded once per process (EVALSHA, with EVAL when Redis lost them).
@@ -45,7 +106,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Loads every script into Redis, so that the first calls need one round trip.
-    pub(crate) async fn load(&self, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+    pub(crate) async fn load(&self, con: &mut Con) -> redis::RedisResult<()> {
         for script in [
             &self.join,
             &self.resume,
@@ -64,16 +125,16 @@ impl Scripts {
         Ok(())
     }
 
-    pub(crate) fn new() -> Scripts {
+    pub(crate) fn new(layout: Layout) -> Scripts {
         Scripts {
-            join: script(include_str!("../lua/join.lua"), false),
-            resume: script(include_str!("../lua/resume.lua"), false),
-            send: script(include_str!("../lua/send.lua"), false),
-            rename: script(include_str!("../lua/rename.lua"), false),
-            leave: script(include_str!("../lua/leave.lua"), false),
-            disconnect: script(include_str!("../lua/disconnect.lua"), false),
-            expire: script(include_str!("../lua/expire.lua"), false),
-            read: script(include_str!("../lua/read.lua"), true),
+            join: script(include_str!("../lua/join.lua"), false, layout),
+            resume: script(include_str!("../lua/resume.lua"), false, layout),
+            send: script(include_str!("../lua/send.lua"), false, layout),
+            rename: script(include_str!("../lua/rename.lua"), false, layout),
+            leave: script(include_str!("../lua/leave.lua"), false, layout),
+            disconnect: script(include_str!("../lua/disconnect.lua"), false, layout),
+            expire: script(include_str!("../lua/expire.lua"), false, layout),
+            read: script(include_str!("../lua/read.lua"), true, layout),
             heartbeat: Script::new(&format!(
                 "#!lua\n{}\n{}",
                 include_str!("../lua/rules.lua"),
@@ -89,6 +150,42 @@ impl Scripts {
     }
 }
 
+/// A connection for commands and scripts: to a single Redis, or to a Redis Cluster
+/// (which routes each call to the master of its keys' slot).
+#[derive(Clone)]
+pub(crate) enum Con {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Con {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Con::Single(c) => c.req_packed_command(cmd),
+            Con::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Con::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Con::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Con::Single(c) => c.get_db(),
+            Con::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A room's id in key names: its collision key in hex (never user text in a tag, and
 /// no two rooms share one).
 pub(crate) fn room_id(room: &NameKey) -> String {
@@ -99,52 +196,54 @@ pub(crate) fn room_id(room: &NameKey) -> String {
     out
 }
 
-/// The keys of one partition and of the nodes.
-pub(crate) struct PartitionKeys;
+/// The keys of one partition: its rooms, and the nodes' leases, tombstones, rules and
+/// data-set id as that partition knows them.
+pub(crate) struct PartitionKeys(pub(crate) u16);
 
 impl PartitionKeys {
-    pub(crate) fn rooms() -> String {
-        format!("cr:{TAG}:rooms")
+    pub(crate) fn rooms(&self) -> String {
+        format!("cr:{}:rooms", tag(self.0))
     }
-    pub(crate) fn rdisp() -> String {
-        format!("cr:{TAG}:rdisp")
+    pub(crate) fn rdisp(&self) -> String {
+        format!("cr:{}:rdisp", tag(self.0))
     }
-    pub(crate) fn due() -> String {
-        format!("cr:{TAG}:due")
+    pub(crate) fn due(&self) -> String {
+        format!("cr:{}:due", tag(self.0))
     }
-    pub(crate) fn epoch() -> String {
-        format!("cr:{TAG}:epoch")
+    pub(crate) fn epoch(&self) -> String {
+        format!("cr:{}:epoch", tag(self.0))
     }
-    pub(crate) fn instance() -> String {
-        format!("cr:{TAG}:instance")
+    pub(crate) fn instance(&self) -> String {
+        format!("cr:{}:instance", tag(self.0))
     }
-    pub(crate) fn node_rooms(node: &str) -> String {
-        format!("cr:{TAG}:n:{node}")
+    pub(crate) fn node_rooms(&self, node: &str) -> String {
+        format!("cr:{}:n:{node}", tag(self.0))
     }
-    pub(crate) fn nodes() -> String {
-        format!("cr:{TAG}:nodes")
+    pub(crate) fn nodes(&self) -> String {
+        format!("cr:{}:nodes", tag(self.0))
     }
-    pub(crate) fn heartbeat() -> String {
-        format!("cr:{TAG}:hb")
+    pub(crate) fn heartbeat(&self) -> String {
+        format!("cr:{}:hb", tag(self.0))
     }
-    pub(crate) fn holdoff() -> String {
-        format!("cr:{TAG}:holdoff")
+    pub(crate) fn holdoff(&self) -> String {
+        format!("cr:{}:holdoff", tag(self.0))
     }
-    pub(crate) fn dead() -> String {
-        format!("cr:{TAG}:dead")
+    pub(crate) fn dead(&self) -> String {
+        format!("cr:{}:dead", tag(self.0))
     }
-    pub(crate) fn dying() -> String {
-        format!("cr:{TAG}:dying")
+    pub(crate) fn dying(&self) -> String {
+        format!("cr:{}:dying", tag(self.0))
     }
-    pub(crate) fn rules() -> String {
-        format!("cr:{TAG}:rules")
+    pub(crate) fn rules(&self) -> String {
+        format!("cr:{}:rules", tag(self.0))
     }
 }
 
 /// The room rules every node of a cluster must share, as stored in Redis: the limits
 /// the scripts apply or that shape what every member sees.
-pub(crate) fn rules(limits: &chatroom_core::Limits) -> String {
+pub(crate) fn rules(limits: &chatroom_core::Limits, layout: Layout) -> String {
     [
+        ("partitions", u128::from(layout.partitions)),
         ("history", limits.history as u128),
         ("resume_grace_ms", limits.resume_grace.as_millis()),
         ("max_members", limits.max_members as u128),
@@ -186,25 +285,60 @@ pub(crate) fn rules_diff(here: &str, cluster: &str) -> Vec<String> {
     out
 }
 
-/// The pub/sub channel of a room.
-pub(crate) fn channel(room: &str) -> String {
-    format!("cr:{TAG}:r:{room}:ch")
+/// The keys of one room (`room` is its id in key names): all in its partition's slot.
+pub(crate) struct RoomKeys<'a> {
+    room: &'a str,
+    partition: u16,
 }
 
-/// The stream of a room's events.
-pub(crate) fn stream(room: &str) -> String {
-    format!("cr:{TAG}:r:{room}:ev")
+impl<'a> RoomKeys<'a> {
+    pub(crate) fn new(layout: Layout, room: &'a str) -> RoomKeys<'a> {
+        RoomKeys {
+            room,
+            partition: layout.of(room),
+        }
+    }
+
+    /// The room's partition.
+    pub(crate) fn partition(&self) -> PartitionKeys {
+        PartitionKeys(self.partition)
+    }
+
+    /// One of the room's keys (`meta`, `ev`, ...).
+    pub(crate) fn key(&self, part: &str) -> String {
+        format!("cr:{}:r:{}:{part}", tag(self.partition), self.room)
+    }
+
+    /// The room's pub/sub channel.
+    pub(crate) fn channel(&self) -> String {
+        self.key("ch")
+    }
+
+    /// The stream of the room's events.
+    pub(crate) fn stream(&self) -> String {
+        self.key("ev")
+    }
+
+    /// The room's meta hash.
+    pub(crate) fn meta(&self) -> String {
+        self.key("meta")
+    }
 }
 
-/// The meta hash of a room.
-pub(crate) fn meta(room: &str) -> String {
-    format!("cr:{TAG}:r:{room}:meta")
+/// The room (its id in key names) whose channel `channel` is.
+pub(crate) fn room_of_channel(channel: &str) -> Option<&str> {
+    let rest = channel.strip_prefix("cr:{cr.")?;
+    let (partition, rest) = rest.split_once("}:r:")?;
+    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.strip_suffix(":ch")
 }
 
 /// A call of a room script: the keys of the room, and the common arguments.
 pub(crate) fn room_call<'a>(
     script: &'a Script,
-    room: &str,
+    keys: &RoomKeys<'_>,
     node: &str,
     instance: &str,
     deadline_ms: u64,
@@ -212,21 +346,22 @@ pub(crate) fn room_call<'a>(
 ) -> redis::ScriptInvocation<'a> {
     let mut call = script.prepare_invoke();
     for part in ["meta", "ev", "names", "order", "tok", "away", "mem"] {
-        call.key(format!("cr:{TAG}:r:{room}:{part}"));
+        call.key(keys.key(part));
     }
-    call.key(PartitionKeys::rooms())
-        .key(PartitionKeys::rdisp())
-        .key(PartitionKeys::due())
-        .key(PartitionKeys::epoch())
-        .key(PartitionKeys::instance())
-        .key(PartitionKeys::node_rooms(node))
-        .key(PartitionKeys::dead());
+    let partition = keys.partition();
+    call.key(partition.rooms())
+        .key(partition.rdisp())
+        .key(partition.due())
+        .key(partition.epoch())
+        .key(partition.instance())
+        .key(partition.node_rooms(node))
+        .key(partition.dead());
     call.arg(instance)
         .arg(deadline_ms)
         .arg(node)
-        .arg(channel(room))
+        .arg(keys.channel())
         .arg(stream_cap)
-        .arg(room);
+        .arg(keys.room);
     call
 }
 
@@ -237,7 +372,7 @@ pub(crate) fn room_call<'a>(
 pub(crate) async fn run(
     op: &'static str,
     call: &redis::ScriptInvocation<'_>,
-    con: &ConnectionManager,
+    con: &Con,
     timeout: Duration,
 ) -> Result<Value, Unreachable> {
     let mut con = con.clone();
@@ -362,11 +497,14 @@ mod tests {
         };
         let theirs = chatroom_core::Limits::default();
         assert_eq!(
-            rules_diff(&rules(&mine), &rules(&mine)),
+            rules_diff(&rules(&mine, Layout::SINGLE), &rules(&mine, Layout::SINGLE)),
             Vec::<String>::new()
         );
         assert_eq!(
-            rules_diff(&rules(&mine), &rules(&theirs)),
+            rules_diff(
+                &rules(&mine, Layout::SINGLE),
+                &rules(&theirs, Layout::SINGLE)
+            ),
             ["history 50 here, 100 in the cluster"]
         );
         assert_eq!(
