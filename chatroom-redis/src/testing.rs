@@ -32,6 +32,15 @@ pub struct RedisServer {
     /// A client certificate and key (PEM) the CA issued, when the server requires one
     /// ([`start_mutual_tls`](Self::start_mutual_tls)).
     pub client: Option<(String, String)>,
+    /// The other masters of a Redis Cluster ([`start_cluster`](Self::start_cluster)).
+    masters: Vec<Master>,
+}
+
+/// A master of a test Redis Cluster besides the first.
+struct Master {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
 }
 
 impl RedisServer {
@@ -123,16 +132,7 @@ impl RedisServer {
     }
 
     fn start_in(dir: PathBuf, persistence: Vec<String>) -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            if std::env::var("CHATROOM_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-                panic!("redis-server is not installed and CHATROOM_REQUIRE_ALL=1");
-            }
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+        if !installed() {
             return None;
         }
         let socket = dir.join("redis.sock");
@@ -145,7 +145,152 @@ impl RedisServer {
             persistence,
             ca: None,
             client: None,
+            masters: Vec::new(),
         })
+    }
+
+    /// A Redis Cluster of three masters on loopback ports (no replicas, nothing
+    /// persisted, `cluster-require-full-coverage no` so that the others serve on while
+    /// one restarts), its slots split in three; [`url`](Self::url) is the first
+    /// master's. [`command`](Self::command) talks to the first master only.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster does not form, or `redis-server` is missing while
+    /// `CHATROOM_REQUIRE_ALL=1`.
+    pub fn start_cluster() -> Option<RedisServer> {
+        if !installed() {
+            return None;
+        }
+        let ports = cluster_ports(3);
+        let mut masters: Vec<Master> = ports
+            .iter()
+            .map(|&port| {
+                let dir = fresh_dir();
+                Master {
+                    child: spawn_cluster_node(&dir, port),
+                    dir,
+                    port,
+                }
+            })
+            .collect();
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (master, (from, to)) in masters.iter().zip(ranges) {
+            cli(
+                master.port,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &from.to_string(),
+                    &to.to_string(),
+                ],
+            );
+        }
+        for other in &masters[1..] {
+            cli(
+                masters[0].port,
+                &["CLUSTER", "MEET", "127.0.0.1", &other.port.to_string()],
+            );
+        }
+        let started = Instant::now();
+        while !masters
+            .iter()
+            .all(|m| cli(m.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the test Redis Cluster did not form"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let first = masters.remove(0);
+        Some(RedisServer {
+            child: first.child,
+            socket: first.dir.join("redis.sock"),
+            dir: first.dir,
+            persistence: Vec::new(),
+            url: format!("redis://127.0.0.1:{}/", first.port),
+            ca: None,
+            client: None,
+            masters,
+        })
+    }
+
+    /// Kills master `i` of a cluster ([`start_cluster`](Self::start_cluster); 0 is the
+    /// first) with SIGKILL and starts it again on its port with its cluster
+    /// configuration: it serves its slots again, empty. Returns once the cluster is ok.
+    ///
+    /// # Panics
+    ///
+    /// When this is not a cluster, or it does not come back.
+    pub fn restart_master(&mut self, i: usize) {
+        let port = self.master_port(i);
+        let dir = if i == 0 {
+            self.dir.clone()
+        } else {
+            self.masters[i - 1].dir.clone()
+        };
+        let child = if i == 0 {
+            &mut self.child
+        } else {
+            &mut self.masters[i - 1].child
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(dir.join("redis.sock"));
+        *child = spawn_cluster_node(&dir, port);
+        let started = Instant::now();
+        while !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the restarted master did not rejoin its cluster"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port of master `i` of a cluster.
+    ///
+    /// # Panics
+    ///
+    /// When this is not a cluster.
+    pub fn master_port(&self, i: usize) -> u16 {
+        assert!(!self.masters.is_empty(), "not a cluster");
+        if i == 0 {
+            self.url
+                .trim_start_matches("redis://127.0.0.1:")
+                .trim_end_matches('/')
+                .parse()
+                .expect("a port")
+        } else {
+            self.masters[i - 1].port
+        }
+    }
+
+    /// Runs a command on master `i` of a cluster with `redis-cli`; its output.
+    ///
+    /// # Panics
+    ///
+    /// When this is not a cluster.
+    pub fn master_command(&self, i: usize, args: &[&str]) -> String {
+        cli(self.master_port(i), args)
+    }
+
+    /// The master (its index) that serves the slot of `key` on a cluster.
+    ///
+    /// # Panics
+    ///
+    /// When this is not a cluster.
+    pub fn master_of(&self, key: &str) -> usize {
+        let slot: u16 = cli(self.master_port(0), &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        }
     }
 
     /// Kills the server (SIGKILL: no shutdown, no save) and starts it again on the same
@@ -246,6 +391,38 @@ impl RedisServer {
     }
 }
 
+/// Whether `redis-server` can be run; says so loudly when it cannot (and fails when
+/// `CHATROOM_REQUIRE_ALL=1`).
+fn installed() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var("CHATROOM_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            panic!("redis-server is not installed and CHATROOM_REQUIRE_ALL=1");
+        }
+        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+    }
+    found
+}
+
+/// The hash tag of the keys of room `room` on a Redis Cluster (`{cr.N}`), to find the
+/// master that serves it with [`RedisServer::master_of`].
+///
+/// # Panics
+///
+/// When `room` is not a valid room name.
+pub fn cluster_room_tag(room: &str) -> String {
+    let name = chatroom_core::RoomName::parse(room).expect("a room name");
+    let id = crate::store::room_id(name.key());
+    crate::store::tag(crate::store::partition_of(
+        &id,
+        crate::store::CLUSTER_PARTITIONS,
+    ))
+}
+
 fn args(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }
@@ -296,5 +473,71 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        for master in &mut self.masters {
+            let _ = master.child.kill();
+            let _ = master.child.wait();
+            let _ = std::fs::remove_dir_all(&master.dir);
+        }
     }
+}
+
+/// `n` loopback ports that are free, each with its cluster bus port (+10000).
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if port < 55_000
+            && !ports.contains(&port)
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+fn spawn_cluster_node(dir: &std::path::Path, port: u16) -> Child {
+    let socket = dir.join("redis.sock");
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", "3000"])
+        .args(["--cluster-require-full-coverage", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--enable-debug-command", "local"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not open its socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// Runs `redis-cli` against a local port; its output.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (it comes with redis-server)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -9,6 +9,26 @@ use chatroom_core::{ErrorCode, Hub, Limits};
 use chatroom_redis::testing::RedisServer;
 use serde_json::json;
 
+/// A case run twice: on a single Redis, and on a Redis Cluster of three masters
+/// (sharded pub/sub, rooms spread over the masters' slots).
+macro_rules! on_both {
+    ($single:ident, $cluster:ident, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $single() {
+            if let Some(redis) = RedisServer::start() {
+                $case(redis).await;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            if let Some(redis) = RedisServer::start_cluster() {
+                $case(redis).await;
+            }
+        }
+    };
+}
+
 fn limits() -> Limits {
     Limits {
         resume_grace: Duration::from_secs(5),
@@ -23,11 +43,12 @@ async fn event(client: &mut TestClient) -> Event {
         .expect("the connection stays open")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_on_two_nodes_share_a_room() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    members_on_two_nodes_share_a_room,
+    members_on_two_nodes_share_a_room_on_a_redis_cluster,
+    members_on_two_nodes_share_a_room_on
+);
+async fn members_on_two_nodes_share_a_room_on(redis: RedisServer) {
     let one = redis.node(limits()).await;
     let two = redis.node(limits()).await;
 
@@ -118,11 +139,10 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_on_another_node_returns_exactly_the_missed_events_and_announces_nothing() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(a_resume_on_another_node_returns_exactly_the_missed_events_and_announces_nothing, a_resume_on_another_node_returns_exactly_the_missed_events_and_announces_nothing_on_a_redis_cluster, a_resume_on_another_node_returns_exactly_the_missed_events_and_announces_nothing_on);
+async fn a_resume_on_another_node_returns_exactly_the_missed_events_and_announces_nothing_on(
+    redis: RedisServer,
+) {
     let one = redis.node(limits()).await;
     let two = redis.node(limits()).await;
     let mut ann = TestClient::connect(&one);
@@ -191,11 +211,12 @@ async fn a_resume_on_another_node_returns_exactly_the_missed_events_and_announce
     shutdown(&[one, two]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_takes_over_a_connection_on_another_node_with_4001() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    a_resume_takes_over_a_connection_on_another_node_with_4001,
+    a_resume_takes_over_a_connection_on_another_node_with_4001_on_a_redis_cluster,
+    a_resume_takes_over_a_connection_on_another_node_with_4001_on
+);
+async fn a_resume_takes_over_a_connection_on_another_node_with_4001_on(redis: RedisServer) {
     let one = redis.node(limits()).await;
     let two = redis.node(limits()).await;
     let mut ann = TestClient::connect(&one);
@@ -220,11 +241,12 @@ async fn a_resume_takes_over_a_connection_on_another_node_with_4001() {
     shutdown(&[one, two]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_name_is_unique_across_nodes_under_a_race_of_twelve_joins() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    a_name_is_unique_across_nodes_under_a_race_of_twelve_joins,
+    a_name_is_unique_across_nodes_under_a_race_of_twelve_joins_on_a_redis_cluster,
+    a_name_is_unique_across_nodes_under_a_race_of_twelve_joins_on
+);
+async fn a_name_is_unique_across_nodes_under_a_race_of_twelve_joins_on(redis: RedisServer) {
     let nodes = [
         redis.node(limits()).await,
         redis.node(limits()).await,
@@ -258,11 +280,12 @@ async fn a_name_is_unique_across_nodes_under_a_race_of_twelve_joins() {
     shutdown(&nodes).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rename_race_across_nodes_has_one_winner() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    a_rename_race_across_nodes_has_one_winner,
+    a_rename_race_across_nodes_has_one_winner_on_a_redis_cluster,
+    a_rename_race_across_nodes_has_one_winner_on
+);
+async fn a_rename_race_across_nodes_has_one_winner_on(redis: RedisServer) {
     let one = redis.node(limits()).await;
     let two = redis.node(limits()).await;
     let mut a = TestClient::connect(&one);
@@ -310,11 +333,12 @@ async fn a_rename_race_across_nodes_has_one_winner() {
     shutdown(&[one, two]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_members_on_three_nodes_get_one_gapless_timeline() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    six_members_on_three_nodes_get_one_gapless_timeline,
+    six_members_on_three_nodes_get_one_gapless_timeline_on_a_redis_cluster,
+    six_members_on_three_nodes_get_one_gapless_timeline_on
+);
+async fn six_members_on_three_nodes_get_one_gapless_timeline_on(redis: RedisServer) {
     let fast = Limits {
         rate_burst: 1000,
         rate_per_sec: 1000,
@@ -375,11 +399,12 @@ async fn six_members_on_three_nodes_get_one_gapless_timeline() {
     shutdown(&nodes).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_room_is_freed_everywhere_and_starts_again_at_one() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    an_empty_room_is_freed_everywhere_and_starts_again_at_one,
+    an_empty_room_is_freed_everywhere_and_starts_again_at_one_on_a_redis_cluster,
+    an_empty_room_is_freed_everywhere_and_starts_again_at_one_on
+);
+async fn an_empty_room_is_freed_everywhere_and_starts_again_at_one_on(redis: RedisServer) {
     let one = redis.node(limits()).await;
     let two = redis.node(limits()).await;
     let mut a = TestClient::connect(&one);
@@ -399,11 +424,12 @@ async fn an_empty_room_is_freed_everywhere_and_starts_again_at_one() {
     shutdown(&[one, two]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_away_member_expires_after_its_grace_on_whichever_node_reaps() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    an_away_member_expires_after_its_grace_on_whichever_node_reaps,
+    an_away_member_expires_after_its_grace_on_whichever_node_reaps_on_a_redis_cluster,
+    an_away_member_expires_after_its_grace_on_whichever_node_reaps_on
+);
+async fn an_away_member_expires_after_its_grace_on_whichever_node_reaps_on(redis: RedisServer) {
     let short = Limits {
         resume_grace: Duration::from_millis(600),
         ..Limits::default()
@@ -546,11 +572,12 @@ async fn a_node_with_other_room_rules_is_refused_while_the_cluster_runs() {
         .expect("shuts down");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_joining_one_room_at_the_same_moment_all_stay() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    members_joining_one_room_at_the_same_moment_all_stay,
+    members_joining_one_room_at_the_same_moment_all_stay_on_a_redis_cluster,
+    members_joining_one_room_at_the_same_moment_all_stay_on
+);
+async fn members_joining_one_room_at_the_same_moment_all_stay_on(redis: RedisServer) {
     let hub = redis.node(limits()).await;
     // Many rooms, each joined by ten members at once: answers from Redis come back
     // in any order, and a later join may attach before an earlier one.
@@ -593,11 +620,12 @@ async fn members_joining_one_room_at_the_same_moment_all_stay() {
     hub.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_observer_sees_each_event_once_in_the_whole_cluster() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    the_observer_sees_each_event_once_in_the_whole_cluster,
+    the_observer_sees_each_event_once_in_the_whole_cluster_on_a_redis_cluster,
+    the_observer_sees_each_event_once_in_the_whole_cluster_on
+);
+async fn the_observer_sees_each_event_once_in_the_whole_cluster_on(redis: RedisServer) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut hubs = Vec::new();
     for node in 0..3 {

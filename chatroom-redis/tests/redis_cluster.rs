@@ -1,0 +1,242 @@
+//! Nodes on a real Redis Cluster of three masters: rooms spread over the masters'
+//! slots, delivered through sharded pub/sub, and a master that restarts empty ends
+//! only the memberships of its own rooms. (The multi-node cases of `tests/cluster.rs`
+//! also run on a Redis Cluster, as their `..._on_a_redis_cluster` twins.)
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use chatroom_core::protocol::Event;
+use chatroom_core::testing::{Closed, TestClient};
+use chatroom_core::{ErrorCode, Limits};
+use chatroom_redis::testing::{RedisServer, cluster_room_tag};
+use serde_json::json;
+
+fn limits() -> Limits {
+    Limits {
+        resume_grace: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+async fn event(client: &mut TestClient) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), client.event())
+        .await
+        .expect("an event within 5 s")
+        .expect("the connection stays open")
+}
+
+/// Room names whose keys live on master `master` (of three).
+fn rooms_on(redis: &RedisServer, master: usize, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("room {i}"))
+        .filter(|room| redis.master_of(&cluster_room_tag(room)) == master)
+        .take(n)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_the_masters_and_are_delivered_by_sharded_pub_sub() {
+    let Some(redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let mut rooms = Vec::new();
+    for master in 0..3 {
+        rooms.extend(rooms_on(&redis, master, 2));
+    }
+    let mut pairs = Vec::new();
+    for room in &rooms {
+        let mut a = TestClient::connect(&one);
+        a.join(room, "Ann").await.expect("ann joins");
+        let mut b = TestClient::connect(&two);
+        b.join(room, "Bob").await.expect("bob joins");
+        let Event::Joined(_) = event(&mut a).await else {
+            panic!("joined")
+        };
+        pairs.push((a, b));
+    }
+    // Every master holds rooms, and every room's channel is a sharded one, on the
+    // master of its room.
+    for master in 0..3 {
+        let keys: i64 = redis
+            .master_command(master, &["DBSIZE"])
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!(keys > 0, "master {master} holds no key");
+        let sharded = redis.master_command(master, &["PUBSUB", "SHARDCHANNELS"]);
+        assert_eq!(
+            sharded.lines().filter(|l| !l.is_empty()).count(),
+            2,
+            "master {master}'s sharded channels: {sharded:?}"
+        );
+        let plain = redis.master_command(master, &["PUBSUB", "CHANNELS"]);
+        assert!(plain.trim().is_empty(), "plain channels: {plain:?}");
+    }
+    for (room, (a, b)) in rooms.iter().zip(pairs.iter_mut()) {
+        b.send_json(&json!({"type": "send", "text": room})).await;
+        let Event::Message(m) = event(a).await else {
+            panic!("message")
+        };
+        assert_eq!((&*m.from, &*m.text, m.id), ("Bob", room.as_str(), 3));
+    }
+    // Either node lists every room of every partition.
+    for hub in [&one, &two] {
+        let listed = hub.rooms().await.unwrap();
+        assert_eq!(listed.len(), rooms.len());
+        assert!(listed.iter().all(|r| r.members == 2));
+    }
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rooms_counts_the_rooms_of_every_partition() {
+    let Some(redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    let limits = Limits {
+        max_rooms: 3,
+        ..limits()
+    };
+    let one = redis.node(limits.clone()).await;
+    let two = redis.node(limits).await;
+    // Three rooms on three masters (so in three partitions), opened from both nodes.
+    let rooms: Vec<String> = (0..3).flat_map(|m| rooms_on(&redis, m, 1)).collect();
+    let mut members = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        let hub = if i % 2 == 0 { &one } else { &two };
+        let mut c = TestClient::connect(hub);
+        c.join(room, "A").await.expect("joins");
+        members.push(c);
+    }
+    // A fourth room, in yet another partition, is one too many on either node.
+    let fourth = rooms_on(&redis, 0, 2).pop().expect("a room");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for hub in [&one, &two] {
+        let mut c = TestClient::connect(hub);
+        let refused = c.join(&fourth, "B").await;
+        assert!(
+            matches!(
+                &refused,
+                Err(Closed::Refused {
+                    code: ErrorCode::TooManyRooms,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    // A room that exists still takes members.
+    let mut c = TestClient::connect(&two);
+    c.join(&rooms[0], "B").await.expect("joins an open room");
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+/// How a client's connection ended, within `within`.
+async fn closed_with(client: &mut TestClient, within: Duration) -> u16 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, client.recv()).await {
+            Err(_) => panic!("still open after {within:?}"),
+            Ok(Err(Closed::Close(c))) => return c.code,
+            Ok(Err(other)) => panic!("ended without a close frame: {other:?}"),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_empty_ends_only_its_rooms_memberships_and_the_nodes_serve_on() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let Some(mut redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let lost_room = rooms_on(&redis, 1, 1).pop().expect("a room");
+    let kept_room = rooms_on(&redis, 2, 1).pop().expect("a room");
+
+    let mut lost_a = TestClient::connect(&one);
+    lost_a.join(&lost_room, "Ann").await.expect("joins");
+    let mut lost_b = TestClient::connect(&two);
+    lost_b.join(&lost_room, "Bob").await.expect("joins");
+    let mut kept_a = TestClient::connect(&one);
+    kept_a.join(&kept_room, "Ann").await.expect("joins");
+    let mut kept_b = TestClient::connect(&two);
+    kept_b.join(&kept_room, "Bob").await.expect("joins");
+    let Event::Joined(_) = event(&mut kept_a).await else {
+        panic!("joined")
+    };
+    let Event::Joined(_) = event(&mut lost_a).await else {
+        panic!("joined")
+    };
+
+    redis.restart_master(1);
+
+    // The members of the room whose master lost its data close with 1012, on both
+    // nodes: their memberships (and tokens) are gone.
+    for client in [&mut lost_a, &mut lost_b] {
+        assert_eq!(
+            closed_with(client, Duration::from_secs(10)).await,
+            chatroom_core::close_code::SERVICE_RESTART
+        );
+    }
+    // While the master rejoins, the cluster client refreshes its slot map and calls may
+    // be answered `unavailable` for a moment; both nodes then renew their leases in
+    // every partition again, without a restart.
+    let started = tokio::time::Instant::now();
+    while [&one, &two]
+        .iter()
+        .any(|hub| hub.store_health() != chatroom_core::StoreHealth::Connected)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the nodes did not renew their leases after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other room's members stayed, and their timeline goes on without a gap.
+    for i in 0..5 {
+        kept_b
+            .send_json(&json!({"type": "send", "text": format!("m{i}")}))
+            .await;
+        let Event::Message(m) = event(&mut kept_a).await else {
+            panic!("message")
+        };
+        assert_eq!((&*m.text, m.id), (format!("m{i}").as_str(), 3 + i));
+    }
+    // The lost room starts again from nothing: the names are free, ids restart at 1,
+    // and its members on two nodes talk again.
+    let mut again_a = TestClient::connect(&two);
+    let w = again_a
+        .join(&lost_room, "Ann")
+        .await
+        .expect("a fresh join after the loss");
+    assert_eq!((w.last_id, w.members.clone()), (1, vec!["Ann".to_owned()]));
+    let mut again_b = TestClient::connect(&one);
+    again_b.join(&lost_room, "Bob").await.expect("joins");
+    let Event::Joined(_) = event(&mut again_a).await else {
+        panic!("joined")
+    };
+    again_b
+        .send_json(&json!({"type": "send", "text": "back"}))
+        .await;
+    let Event::Message(m) = event(&mut again_a).await else {
+        panic!("message")
+    };
+    assert_eq!((&*m.text, m.id), ("back", 3));
+    for hub in [&one, &two] {
+        let details = hub.room(&lost_room).await.unwrap().expect("the room");
+        assert_eq!(details.members, ["Ann", "Bob"]);
+    }
+    one.shutdown().await;
+    two.shutdown().await;
+}
