@@ -69,6 +69,25 @@ async fn three_fronts(redis: &RedisServer, limits: Limits) -> [Front; 3] {
     ]
 }
 
+/// A case run twice: on a single Redis, and on a Redis Cluster of three masters.
+macro_rules! on_both {
+    ($single:ident, $cluster:ident, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $single() {
+            if let Some(redis) = RedisServer::start() {
+                $case(redis).await;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            if let Some(redis) = RedisServer::start_cluster() {
+                $case(redis).await;
+            }
+        }
+    };
+}
+
 async fn event(client: &mut TestClient) -> Event {
     tokio::time::timeout(Duration::from_secs(5), client.event())
         .await
@@ -76,11 +95,12 @@ async fn event(client: &mut TestClient) -> Event {
         .expect("the connection stays open")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_members_on_axum_and_actix_nodes_get_one_gapless_timeline() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    six_members_on_axum_and_actix_nodes_get_one_gapless_timeline,
+    six_members_on_axum_and_actix_nodes_get_one_gapless_timeline_on_a_redis_cluster,
+    six_members_on_axum_and_actix_nodes_get_one_gapless_timeline_on
+);
+async fn six_members_on_axum_and_actix_nodes_get_one_gapless_timeline_on(redis: RedisServer) {
     let limits = Limits {
         rate_burst: 1000,
         rate_per_sec: 1000,
@@ -137,11 +157,12 @@ async fn six_members_on_axum_and_actix_nodes_get_one_gapless_timeline() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twelve_joins_racing_for_one_name_on_three_nodes_have_one_winner() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    twelve_joins_racing_for_one_name_on_three_nodes_have_one_winner,
+    twelve_joins_racing_for_one_name_on_three_nodes_have_one_winner_on_a_redis_cluster,
+    twelve_joins_racing_for_one_name_on_three_nodes_have_one_winner_on
+);
+async fn twelve_joins_racing_for_one_name_on_three_nodes_have_one_winner_on(redis: RedisServer) {
     let fronts = three_fronts(&redis, Limits::default()).await;
     let mut clients = Vec::new();
     for i in 0..12 {
@@ -177,11 +198,12 @@ async fn twelve_joins_racing_for_one_name_on_three_nodes_have_one_winner() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_host_posts_and_kicks_from_any_node_and_a_leaver_gets_no_left() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+on_both!(
+    the_host_posts_and_kicks_from_any_node_and_a_leaver_gets_no_left,
+    the_host_posts_and_kicks_from_any_node_and_a_leaver_gets_no_left_on_a_redis_cluster,
+    the_host_posts_and_kicks_from_any_node_and_a_leaver_gets_no_left_on
+);
+async fn the_host_posts_and_kicks_from_any_node_and_a_leaver_gets_no_left_on(redis: RedisServer) {
     let fronts = three_fronts(&redis, Limits::default()).await;
     let mut ann = fronts[0].client().await;
     ann.join("General", "Ann").await.expect("joins");
