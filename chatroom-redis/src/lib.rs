@@ -353,7 +353,9 @@ impl RedisBackplane {
             let cluster = redis::cluster::ClusterClient::builder(seeds.clone())
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(Duration::from_secs(2))
-                .retries(1)
+                // Never sent twice by the client: a script whose reply was lost may
+                // have run (the node settles such calls itself, fenced by link).
+                .retries(0)
                 .build()
                 .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
             let con = tokio::time::timeout(Duration::from_secs(5), cluster.get_async_connection())

@@ -347,10 +347,6 @@ impl Shared {
             // A late answer to a call made before the node adopted the new data set.
             return;
         }
-        tracing::error!(
-            partition,
-            "Redis lost this cluster's data: every membership here in its rooms ends with 1012"
-        );
         // Adopt the data set Redis has now before the clients hear about it, so that
         // their fresh joins find the node ready.
         let mut con = self.con.clone();
@@ -367,11 +363,26 @@ impl Shared {
                 .query_async::<String>(&mut con)
                 .await
         };
-        if let Ok(Ok(instance)) = tokio::time::timeout(self.options.call_timeout, adopt).await
-            && let Some(known) = lock(&self.instances).get_mut(usize::from(partition))
+        let adopted = tokio::time::timeout(self.options.call_timeout, adopt).await;
         {
-            *known = instance;
+            // Only the caller that swaps the id ends the memberships: several calls may
+            // find the loss at once, and members who joined anew since then hold
+            // memberships of the new data set.
+            let mut instances = lock(&self.instances);
+            let Some(known) = instances.get_mut(usize::from(partition)) else {
+                return;
+            };
+            if *known != sent_with {
+                return;
+            }
+            if let Ok(Ok(instance)) = adopted {
+                *known = instance;
+            }
         }
+        tracing::error!(
+            partition,
+            "Redis lost this cluster's data: every membership here in its rooms ends with 1012"
+        );
         let mirrors: Vec<_> = lock(&self.mirrors)
             .iter()
             .filter(|(room, _)| self.layout.of(room) == partition)
@@ -700,19 +711,17 @@ impl Shared {
                         }
                     }
                 });
-                let read: Option<Vec<u64>> = futures_util::future::join_all(reads)
-                    .await
-                    .into_iter()
+                let read = futures_util::future::join_all(reads).await;
+                let before = cached.map(|(_, counts)| counts).unwrap_or_default();
+                // A master that does not answer: its partitions' rooms as last read
+                // (kept for the same while, so that joins do not each wait for it).
+                let counts: Vec<u64> = read
+                    .iter()
+                    .enumerate()
+                    .map(|(p, n)| n.unwrap_or_else(|| before.get(p).copied().unwrap_or(0)))
                     .collect();
-                match read {
-                    Some(counts) => {
-                        *lock(&self.room_counts) =
-                            Some((tokio::time::Instant::now(), counts.clone()));
-                        counts
-                    }
-                    // A master that does not answer: its rooms as last read.
-                    None => cached.map(|(_, counts)| counts).unwrap_or_default(),
-                }
+                *lock(&self.room_counts) = Some((tokio::time::Instant::now(), counts.clone()));
+                counts
             }
         };
         counts
@@ -990,6 +999,16 @@ impl Shared {
                     );
                     self.repair_all();
                 }
+                // Redis dropped a subscription (its slot moved to another master: a
+                // failover, resharding). The client forgets it too: subscribe again
+                // (on the slot's new master), then repair the room.
+                redis::PushKind::SUnsubscribe => {
+                    if let Some(channel) = push.data.first().and_then(store::text) {
+                        let me = self.clone();
+                        self.context
+                            .spawn(async move { me.subscribe_again(channel).await });
+                    }
+                }
                 // A subscription made again after a lost connection: what was published
                 // meanwhile is read from the stream.
                 redis::PushKind::SSubscribe => {
@@ -1005,6 +1024,38 @@ impl Shared {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Subscribes again to a sharded channel that Redis dropped while the node still
+    /// needs it, retrying until it holds (or the node no longer needs it).
+    async fn subscribe_again(self: Arc<Self>, channel: String) {
+        for attempt in 0u64.. {
+            if self.gave_up() {
+                return;
+            }
+            {
+                let mut subs = self.subs.lock().await;
+                if !subs.channels.contains(&channel) {
+                    return;
+                }
+                if let Some(sink) = subs.sink.as_mut() {
+                    let made =
+                        tokio::time::timeout(self.options.call_timeout, sink.subscribe(&channel))
+                            .await;
+                    if matches!(made, Ok(Ok(()))) {
+                        drop(subs);
+                        if let Some(room) = store::room_of_channel(&channel) {
+                            self.repair(room);
+                        }
+                        return;
+                    }
+                }
+            }
+            if attempt % 50 == 49 {
+                tracing::warn!(channel, "still cannot subscribe again to a room's channel");
+            }
+            tokio::time::sleep(Duration::from_millis((50 * (attempt + 1)).min(1000))).await;
         }
     }
 

@@ -423,6 +423,17 @@ pub fn cluster_room_tag(room: &str) -> String {
     ))
 }
 
+/// The sharded pub/sub channel of room `room` on a Redis Cluster.
+///
+/// # Panics
+///
+/// When `room` is not a valid room name.
+pub fn cluster_room_channel(room: &str) -> String {
+    let name = chatroom_core::RoomName::parse(room).expect("a room name");
+    let id = crate::store::room_id(name.key());
+    crate::store::RoomKeys::new(crate::store::Layout::CLUSTER, &id).channel()
+}
+
 fn args(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chatroom_core::protocol::Event;
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Limits};
-use chatroom_redis::testing::{RedisServer, cluster_room_tag};
+use chatroom_redis::testing::{RedisServer, cluster_room_channel, cluster_room_tag};
 use serde_json::json;
 
 fn limits() -> Limits {
@@ -226,10 +226,31 @@ async fn a_master_restarted_empty_ends_only_its_rooms_memberships_and_the_nodes_
     let Event::Joined(_) = event(&mut again_a).await else {
         panic!("joined")
     };
+    // Both nodes are subscribed again on the restarted master (the cluster client
+    // restores sharded subscriptions after a lost connection)...
+    let channel = cluster_room_channel(&lost_room);
+    let started = tokio::time::Instant::now();
+    while !redis
+        .master_command(1, &["PUBSUB", "SHARDNUMSUB", &channel])
+        .lines()
+        .any(|l| l.trim() == "2")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the nodes did not subscribe again on the restarted master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... so an event arrives through the channel, well before the 2 s position check
+    // would find it.
     again_b
         .send_json(&json!({"type": "send", "text": "back"}))
         .await;
-    let Event::Message(m) = event(&mut again_a).await else {
+    let m = tokio::time::timeout(Duration::from_millis(1000), again_a.event())
+        .await
+        .expect("delivered through the channel")
+        .expect("open");
+    let Event::Message(m) = m else {
         panic!("message")
     };
     assert_eq!((&*m.text, m.id), ("back", 3));
