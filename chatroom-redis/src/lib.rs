@@ -294,43 +294,7 @@ impl RedisBackplane {
         .await
         .map_err(|_| ConnectError::Unreachable("no answer within 5 s".to_owned()))?
         .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
-        let major: u32 = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        if major < 7 {
-            return Err(ConnectError::TooOld { version });
-        }
-        // A managed Redis may refuse CONFIG: then the policy cannot be checked here.
-        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut con)
-            .await;
-        match policy {
-            Ok(p) => {
-                if let Some(policy) = p.get(1).filter(|p| p.as_str() != "noeviction") {
-                    return Err(ConnectError::Eviction {
-                        policy: policy.clone(),
-                    });
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read maxmemory-policy; make sure it is noeviction")
-            }
-        }
+        check_server(&mut con).await?;
         // A Redis Cluster: every call goes through a cluster connection, which routes it
         // to the master of its keys' slot; rooms spread over the partitions.
         let cluster_info: String = redis::cmd("INFO")
@@ -350,6 +314,40 @@ impl RedisBackplane {
                 ));
             }
             let seeds = vec![client.get_connection_info().clone()];
+            // Every master must be able to serve (version, eviction), not only the seed.
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut con)
+                .await
+                .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+            for (host, port) in cluster_masters(&nodes) {
+                let addr = match client.get_connection_info().addr() {
+                    redis::ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => redis::ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => redis::ConnectionAddr::Tcp(host.clone(), port),
+                };
+                let info = client.get_connection_info().clone().set_addr(addr);
+                let master =
+                    redis::Client::open(info).map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+                let mut master_con = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    master.get_multiplexed_async_connection(),
+                )
+                .await
+                .map_err(|_| {
+                    ConnectError::Unreachable(format!("master {host}:{port}: no answer within 5 s"))
+                })?
+                .map_err(|e| ConnectError::Unreachable(format!("master {host}:{port}: {e}")))?;
+                check_server(&mut master_con).await?;
+            }
             let cluster = redis::cluster::ClusterClient::builder(seeds.clone())
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(Duration::from_secs(2))
@@ -520,6 +518,68 @@ impl CrashSwitch {
     }
 }
 
+/// Checks that a Redis server can serve as a backplane: version 7.0 or later, and
+/// `maxmemory-policy noeviction` (when it lets `CONFIG` be read).
+async fn check_server(con: &mut impl redis::aio::ConnectionLike) -> Result<(), ConnectError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(con)
+        .await
+        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(ConnectError::TooOld { version });
+    }
+    // A managed Redis may refuse CONFIG: then the policy cannot be checked here.
+    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(con)
+        .await;
+    match policy {
+        Ok(p) => {
+            if let Some(policy) = p.get(1).filter(|p| p.as_str() != "noeviction") {
+                return Err(ConnectError::Eviction {
+                    policy: policy.clone(),
+                });
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read maxmemory-policy; make sure it is noeviction")
+        }
+    }
+    Ok(())
+}
+
+/// The masters (host, port) that `CLUSTER NODES` lists as serving, for their checks.
+fn cluster_masters(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let serving = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            if !serving {
+                return None;
+            }
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Checks that `pem` holds at least one PEM certificate (the redis crate would ignore
 /// anything else, and fail later with a vaguer error).
 fn pem_certificates(pem: &[u8], what: &str) -> Result<(), ConnectError> {
@@ -545,4 +605,26 @@ fn random_hex() -> String {
         bytes = now.to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_masters;
+
+    #[test]
+    fn the_serving_masters_of_cluster_nodes() {
+        let nodes = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host1 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master,fail - 0 1426238318243 3 connected 10923-16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 10.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+";
+        assert_eq!(
+            cluster_masters(nodes),
+            [
+                ("127.0.0.1".to_owned(), 30002),
+                ("10.0.0.1".to_owned(), 30001)
+            ]
+        );
+    }
 }
