@@ -182,6 +182,9 @@ pub(crate) struct Mirror {
     /// stays while any is.
     pub(crate) pins: usize,
     pub(crate) repairing: bool,
+    /// A repair was asked for while one ran (a subscription made again, a message
+    /// out of order): it runs again once that one ends, reading from where it stopped.
+    pub(crate) repair_again: bool,
     /// Woken whenever events were delivered: a join waits on it for the events its
     /// welcome follows.
     pub(crate) progress: Arc<Notify>,

@@ -493,6 +493,7 @@ impl Shared {
         {
             let mut m = lock(&mirror);
             if m.repairing {
+                m.repair_again = true;
                 return;
             }
             m.repairing = true;
@@ -520,6 +521,7 @@ impl Shared {
             {
                 let mut m = lock(&mirror);
                 m.repairing = false;
+                effects.repair = std::mem::take(&mut m.repair_again);
                 match outcome {
                     // Delivered once the lease is renewed (which repairs every room).
                     _ if !shared.lease_holds() => {}
