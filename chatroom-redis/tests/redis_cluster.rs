@@ -261,3 +261,19 @@ async fn a_master_restarted_empty_ends_only_its_rooms_memberships_and_the_nodes_
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_may_evict_is_refused_though_the_seed_does_not() {
+    let Some(redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    redis.master_command(2, &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let refused = chatroom_redis::RedisBackplane::connect(&redis.url).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(chatroom_redis::ConnectError::Eviction { policy }) if policy == "allkeys-lru"
+        ),
+        "{refused:?}"
+    );
+}
