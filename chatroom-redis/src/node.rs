@@ -46,14 +46,9 @@ pub(crate) struct Shared {
     pub(crate) layout: Layout,
     /// Rooms in each partition, as last read (for `max_rooms` across partitions).
     room_counts: Mutex<Option<(tokio::time::Instant, Vec<u64>)>>,
-    /// When the last heartbeat that succeeded was sent: the lease holds until then plus
-    /// the lease, by this node's own clock. Past the outage limit, connections close
-    /// with 1013.
-    /// `None` until the first heartbeat answers: until then the node has no lease.
-    last_renewed: Mutex<Option<tokio::time::Instant>>,
-    /// The lease ran out by this node's clock (a long pause, an outage): it delivers
-    /// nothing and calls nothing until a heartbeat answers.
-    suspended: AtomicBool,
+    /// The node's lease in each partition (each is reaped by its own leases: on a
+    /// Redis Cluster, a master that does not answer stops only its partitions' rooms).
+    leases: Mutex<Vec<Lease>>,
     /// [`StoreHealth`] as an index of [`HEALTH`].
     health: AtomicU8,
     /// The cluster refused this node (other room rules): it serves nothing.
@@ -138,8 +133,10 @@ impl Shared {
             instances: Mutex::new(instances),
             layout,
             room_counts: Mutex::new(None),
-            last_renewed: Mutex::new(None),
-            suspended: AtomicBool::new(false),
+            leases: Mutex::new(vec![
+                Lease::default();
+                usize::from(layout.partitions.max(1))
+            ]),
             health: AtomicU8::new(0),
             refused: AtomicBool::new(false),
             rules: store::rules(context.limits(), layout),
@@ -225,12 +222,12 @@ impl Shared {
     }
 
     async fn run(&self, op: &'static str, call: &Call<'_>) -> Result<Reply, Unreachable> {
-        if lock(&self.last_renewed).is_none() {
-            self.first_lease().await;
+        if self.lease(call.partition).renewed.is_none() {
+            self.first_lease(call.partition).await;
         }
         if self.crashed.is_cancelled()
             || self.refused.load(Ordering::Relaxed)
-            || !self.lease_holds()
+            || !self.lease_holds(call.partition)
         {
             return Err(Unreachable);
         }
@@ -255,33 +252,47 @@ impl Shared {
         }
     }
 
-    /// Whether this node's lease still holds by its own clock. Once it does not, the
-    /// others may take the node for dead at any moment: it must neither deliver nor act
-    /// until a heartbeat renews it (or tells it that it was reaped).
-    pub(crate) fn lease_holds(&self) -> bool {
-        let renewed = lock(&self.last_renewed);
-        match *renewed {
+    /// The node's lease in `partition`, as it stands.
+    fn lease(&self, partition: u16) -> Lease {
+        lock(&self.leases)
+            .get(usize::from(partition))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether this node's lease in `partition` still holds by its own clock. Once it
+    /// does not, the others may take the node for dead there at any moment: it must
+    /// neither deliver nor act in that partition's rooms until a heartbeat renews it
+    /// (or tells it that it was reaped).
+    pub(crate) fn lease_holds(&self, partition: u16) -> bool {
+        let mut leases = lock(&self.leases);
+        let Some(lease) = leases.get_mut(usize::from(partition)) else {
+            return false;
+        };
+        match lease.renewed {
             Some(at) if at.elapsed() < self.options.lease => return true,
             // Not started yet: nothing to deliver, nothing to suspend.
             None => return false,
             Some(_) => {}
         }
         // Under the lock, so that a renewal cannot slip in between.
-        if !self.suspended.swap(true, Ordering::Relaxed) {
+        if !lease.suspended {
+            lease.suspended = true;
             tracing::warn!(
-                "this node's lease ran out by its own clock: it delivers nothing until \
-                 Redis renews it"
+                partition,
+                "this node's lease ran out by its own clock: it delivers nothing in \
+                 these rooms until Redis renews it"
             );
             self.set_health(StoreHealth::Degraded, "the node's lease ran out");
         }
         false
     }
 
-    /// Waits (a little) for the node's first heartbeat: a call made before it would
-    /// act for a node that holds no lease, which nobody could reap.
-    async fn first_lease(&self) {
+    /// Waits (a little) for the node's first heartbeat in `partition`: a call made
+    /// before it would act for a node that holds no lease, which nobody could reap.
+    async fn first_lease(&self, partition: u16) {
         let give_up = tokio::time::Instant::now() + self.options.call_timeout * 4;
-        while lock(&self.last_renewed).is_none()
+        while self.lease(partition).renewed.is_none()
             && tokio::time::Instant::now() < give_up
             && !self.gave_up()
         {
@@ -483,7 +494,7 @@ impl Shared {
     /// order; closes the room's members here with 4002 if the stream no longer reaches
     /// back that far.
     fn repair(self: &Arc<Self>, room: &str) {
-        if !self.lease_holds() {
+        if !self.lease_holds(self.layout.of(room)) {
             // Repaired when the lease is renewed (every room is, then).
             return;
         }
@@ -524,7 +535,7 @@ impl Shared {
                 effects.repair = std::mem::take(&mut m.repair_again);
                 match outcome {
                     // Delivered once the lease is renewed (which repairs every room).
-                    _ if !shared.lease_holds() => {}
+                    _ if !shared.lease_holds(partition) => {}
                     // The mirror moved on meanwhile (a welcome of the room made anew):
                     // what was read is of the room before.
                     _ if m.epoch != epoch => effects.repair = m.epoch != 0,
@@ -623,6 +634,18 @@ impl Shared {
     /// Ends every membership of this node (Redis lost its data, or the node its lease).
     fn close_everything(&self, close: CloseFrame) {
         let mirrors: Vec<_> = lock(&self.mirrors).values().cloned().collect();
+        for mirror in mirrors {
+            lock(&mirror).close_all(close.clone());
+        }
+    }
+
+    /// Ends every membership of this node in the rooms of `partition`.
+    fn close_partition(&self, partition: u16, close: CloseFrame) {
+        let mirrors: Vec<_> = lock(&self.mirrors)
+            .iter()
+            .filter(|(room, _)| self.layout.of(room) == partition)
+            .map(|(_, mirror)| mirror.clone())
+            .collect();
         for mirror in mirrors {
             lock(&mirror).close_all(close.clone());
         }
@@ -772,6 +795,21 @@ impl Shared {
 /// How old the room counts of the other partitions may be when a fresh join is
 /// checked against `max_rooms` (Redis Cluster only).
 const ROOM_COUNTS_FRESH: Duration = Duration::from_millis(100);
+
+/// The node's lease in one partition.
+#[derive(Debug, Default, Clone, Copy)]
+struct Lease {
+    /// When the last heartbeat that succeeded there was sent: the lease holds until
+    /// then plus the lease, by this node's own clock. `None` until the first heartbeat
+    /// answers: until then the node has no lease there.
+    renewed: Option<tokio::time::Instant>,
+    /// The lease ran out by this node's clock (a long pause, an outage): the node
+    /// delivers nothing and calls nothing in the partition's rooms until a heartbeat
+    /// answers.
+    suspended: bool,
+    /// Past the outage limit, its rooms' connections were closed with 1013.
+    closed_for_outage: bool,
+}
 
 /// The values of [`Shared::health`], by index.
 const HEALTH: [StoreHealth; 3] = [
@@ -1073,7 +1111,7 @@ impl Shared {
         let Some(mirror) = self.existing_mirror(room) else {
             return;
         };
-        if !self.lease_holds() {
+        if !self.lease_holds(self.layout.of(room)) {
             // Its members may be another node's by now. Whatever it misses meanwhile
             // is repaired from the stream once the lease is renewed.
             return;
@@ -1113,75 +1151,127 @@ impl Shared {
     async fn heartbeat_loop(self: Arc<Self>) {
         let lease = self.options.lease;
         let interval = lease / 3;
-        let mut closed_for_outage = false;
         loop {
             let sent = tokio::time::Instant::now();
-            let renewed = match self.heartbeat(lease, interval).await {
-                Ok(()) => true,
+            let answers = self.heartbeat(lease, interval).await;
+            if self.refused.load(Ordering::Relaxed) {
                 // For good: the node serves nothing, and its health stays `lost`.
-                Err(_) if self.refused.load(Ordering::Relaxed) => return,
-                Err(cause) => {
-                    if !closed_for_outage {
+                return;
+            }
+            let mut renewed = Vec::new();
+            let mut failed = None;
+            for (partition, answer) in self.layout.all().zip(answers) {
+                match answer {
+                    Ok(()) => {
+                        self.renewed(partition, sent);
+                        renewed.push(partition);
+                    }
+                    Err(cause) => {
+                        self.outage(partition);
+                        failed.get_or_insert(cause);
+                    }
+                }
+            }
+            match failed {
+                None => self.set_health(StoreHealth::Connected, "a heartbeat succeeded"),
+                Some(cause) => {
+                    let all_out = lock(&self.leases).iter().all(|l| l.closed_for_outage);
+                    if all_out {
+                        self.set_health(StoreHealth::Lost, "unreachable past the outage limit");
+                    } else {
                         self.set_health(StoreHealth::Degraded, &cause);
                     }
-                    false
                 }
-            };
-            if renewed {
-                self.renewed(sent);
-                closed_for_outage = false;
-                // Reaping (a script per room of a dead node) must not hold up the next
-                // renewal: it runs beside it, one round at a time.
-                if let Ok(permit) = self.reaping.clone().try_acquire_owned() {
-                    let me = self.clone();
-                    self.context.spawn(async move {
-                        me.reap().await;
-                        drop(permit);
-                    });
-                }
-            } else if !closed_for_outage
-                && lock(&self.last_renewed).is_some_and(|t| t.elapsed() > self.options.outage_limit)
-            {
-                tracing::error!("Redis has been unreachable too long: connections close with 1013");
-                self.set_health(StoreHealth::Lost, "unreachable past the outage limit");
-                self.close_everything(CloseFrame::new(
-                    close_code::TRY_AGAIN_LATER,
-                    "store unreachable; reconnect later",
-                ));
-                closed_for_outage = true;
             }
+            // Reaping (a script per room of a dead node) must not hold up the next
+            // renewal: it runs beside it, one round at a time, and only in the
+            // partitions where this node's own lease was just renewed.
+            if !renewed.is_empty()
+                && let Ok(permit) = self.reaping.clone().try_acquire_owned()
+            {
+                let me = self.clone();
+                self.context.spawn(async move {
+                    me.reap(&renewed).await;
+                    drop(permit);
+                });
+            }
+            // From the start of this round: a master that does not answer (each call
+            // waits up to the call timeout) must not space out the others' renewals.
             tokio::select! {
                 () = self.cancel.cancelled() => return,
-                () = tokio::time::sleep(interval.min(Duration::from_secs(1))) => {}
+                () = tokio::time::sleep_until(sent + interval.min(Duration::from_secs(1))) => {}
             }
         }
     }
 
-    /// A heartbeat sent at `sent` succeeded: the lease holds again from then on, and
-    /// what was held back while it did not is repaired from the streams.
-    fn renewed(self: &Arc<Self>, sent: tokio::time::Instant) {
-        let resumed = {
-            let mut renewed = lock(&self.last_renewed);
-            *renewed = Some(sent);
-            self.suspended.swap(false, Ordering::Relaxed)
+    /// The lease of `partition` was not renewed: past the outage limit, the node's
+    /// connections in its rooms close with 1013 (once).
+    fn outage(&self, partition: u16) {
+        let past = {
+            let mut leases = lock(&self.leases);
+            match leases.get_mut(usize::from(partition)) {
+                Some(lease)
+                    if !lease.closed_for_outage
+                        && lease
+                            .renewed
+                            .is_some_and(|t| t.elapsed() > self.options.outage_limit) =>
+                {
+                    lease.closed_for_outage = true;
+                    true
+                }
+                _ => false,
+            }
         };
-        self.set_health(StoreHealth::Connected, "a heartbeat succeeded");
+        if past {
+            tracing::error!(
+                partition,
+                "Redis has been unreachable too long: connections close with 1013"
+            );
+            self.close_partition(
+                partition,
+                CloseFrame::new(
+                    close_code::TRY_AGAIN_LATER,
+                    "store unreachable; reconnect later",
+                ),
+            );
+        }
+    }
+
+    /// A heartbeat sent at `sent` succeeded in `partition`: the lease holds there again
+    /// from then on, and what was held back while it did not is repaired from the
+    /// streams.
+    fn renewed(self: &Arc<Self>, partition: u16, sent: tokio::time::Instant) {
+        let resumed = {
+            let mut leases = lock(&self.leases);
+            let Some(lease) = leases.get_mut(usize::from(partition)) else {
+                return;
+            };
+            lease.renewed = Some(sent);
+            lease.closed_for_outage = false;
+            std::mem::take(&mut lease.suspended)
+        };
         if resumed {
-            tracing::info!("lease renewed: delivering again");
-            self.repair_all();
+            tracing::info!(partition, "lease renewed: delivering again");
+            let rooms: Vec<String> = lock(&self.mirrors)
+                .keys()
+                .filter(|room| self.layout.of(room) == partition)
+                .cloned()
+                .collect();
+            for room in rooms {
+                self.repair(&room);
+            }
         }
     }
 
     /// Renews the lease in every partition (each keeps its own leases, on its own
-    /// master); why not, if it was not renewed in all of them.
-    async fn heartbeat(&self, lease: Duration, interval: Duration) -> Result<(), String> {
-        let answers = futures_util::future::join_all(
+    /// master): for each, why not if it was not.
+    async fn heartbeat(&self, lease: Duration, interval: Duration) -> Vec<Result<(), String>> {
+        futures_util::future::join_all(
             self.layout
                 .all()
                 .map(|partition| self.heartbeat_in(partition, lease, interval)),
         )
-        .await;
-        answers.into_iter().collect()
+        .await
     }
 
     /// Renews the lease in one partition.
@@ -1261,9 +1351,9 @@ impl Shared {
     }
 
     /// Expires the rooms of dead nodes and the rooms with members past their grace,
-    /// in every partition.
-    async fn reap(&self) {
-        for partition in self.layout.all() {
+    /// in `partitions`.
+    async fn reap(&self, partitions: &[u16]) {
+        for &partition in partitions {
             self.reap_in(PartitionKeys(partition)).await;
         }
     }
@@ -1383,10 +1473,6 @@ impl Shared {
                 () = tokio::time::sleep(self.options.check_interval) => {}
             }
             self.count_members();
-            if !self.lease_holds() {
-                // Nothing is asked or changed without a lease.
-                continue;
-            }
             let rooms: Vec<(String, Arc<Mutex<Mirror>>)> = {
                 let mirrors = lock(&self.mirrors);
                 mirrors
@@ -1395,6 +1481,10 @@ impl Shared {
                     .collect()
             };
             for (room, mirror) in rooms {
+                if !self.lease_holds(self.layout.of(&room)) {
+                    // Nothing is asked or changed without a lease.
+                    continue;
+                }
                 let (epoch, delivered, idle) = {
                     let m = lock(&mirror);
                     (m.epoch, m.delivered, m.members.is_empty() && m.pins == 0)

@@ -249,6 +249,25 @@ impl RedisServer {
         }
     }
 
+    /// Sends a signal (`"STOP"`, `"CONT"`) to master `i` of a cluster.
+    ///
+    /// # Panics
+    ///
+    /// When this is not a cluster, or `kill` fails.
+    pub fn signal_master(&self, i: usize, signal: &str) {
+        let pid = if i == 0 {
+            self.child.id()
+        } else {
+            self.masters[i - 1].child.id()
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// The port of master `i` of a cluster.
     ///
     /// # Panics
@@ -485,6 +504,10 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
         for master in &mut self.masters {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(master.child.id().to_string())
+                .status();
             let _ = master.child.kill();
             let _ = master.child.wait();
             let _ = std::fs::remove_dir_all(&master.dir);

@@ -12,6 +12,14 @@ use chatroom_core::{ErrorCode, Limits};
 use chatroom_redis::testing::{RedisServer, cluster_room_channel, cluster_room_tag};
 use serde_json::json;
 
+/// The node's and the redis client's logs, shown for a failing test (`RUST_LOG`).
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn limits() -> Limits {
     Limits {
         resume_grace: Duration::from_secs(5),
@@ -152,10 +160,7 @@ async fn closed_with(client: &mut TestClient, within: Duration) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restarted_empty_ends_only_its_rooms_memberships_and_the_nodes_serve_on() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    logs();
     let Some(mut redis) = RedisServer::start_cluster() else {
         return;
     };
@@ -276,4 +281,82 @@ async fn a_master_that_may_evict_is_refused_though_the_seed_does_not() {
         ),
         "{refused:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_holds_up_only_its_own_rooms() {
+    logs();
+    let Some(redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    // A lease longer than a call's timeout (0.5 s) plus a renewal interval (a third of
+    // it): the frozen master's calls delay a round of renewals by that timeout.
+    let lease = Duration::from_millis(1200);
+    let (one, _) = redis.node_with(limits(), |b| b.lease(lease)).await;
+    let (two, _) = redis.node_with(limits(), |b| b.lease(lease)).await;
+    let frozen_room = rooms_on(&redis, 1, 1).pop().expect("a room");
+    let live_room = rooms_on(&redis, 2, 1).pop().expect("a room");
+    let mut frozen_a = TestClient::connect(&one);
+    frozen_a.join(&frozen_room, "Ann").await.expect("joins");
+    let mut frozen_b = TestClient::connect(&two);
+    frozen_b.join(&frozen_room, "Bob").await.expect("joins");
+    let mut live_a = TestClient::connect(&one);
+    live_a.join(&live_room, "Ann").await.expect("joins");
+    let mut live_b = TestClient::connect(&two);
+    live_b.join(&live_room, "Bob").await.expect("joins");
+    for client in [&mut frozen_a, &mut live_a] {
+        let Event::Joined(_) = event(client).await else {
+            panic!("joined")
+        };
+    }
+
+    // Frozen for 2.5 s: past both nodes' leases (1.2 s) in the master's partitions,
+    // but short of the cluster's node timeout (3 s).
+    redis.signal_master(1, "STOP");
+    let frozen_at = tokio::time::Instant::now();
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    // The live room's members talk on, delivered at once (not held for the lease).
+    for i in 0..3u64 {
+        live_b
+            .send_json(&json!({"type": "send", "text": format!("m{i}")}))
+            .await;
+        let m = tokio::time::timeout(Duration::from_millis(300), live_a.event())
+            .await
+            .expect("delivered while the other master is frozen")
+            .expect("open");
+        let Event::Message(m) = m else {
+            panic!("message")
+        };
+        assert_eq!((m.text.to_string(), m.id), (format!("m{i}"), 3 + i));
+    }
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(frozen_at.elapsed())).await;
+    redis.signal_master(1, "CONT");
+
+    // Once it thaws, the frozen room's members are all still there and talk again.
+    let started = tokio::time::Instant::now();
+    loop {
+        frozen_b
+            .send_json(&json!({"type": "send", "text": "back"}))
+            .await;
+        match tokio::time::timeout(Duration::from_secs(5), frozen_b.recv()).await {
+            Ok(Ok(chatroom_core::protocol::ServerFrame::Event(Event::Message(m)))) => {
+                assert_eq!(&*m.text, "back");
+                break;
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Event::Message(m) = event(&mut frozen_a).await else {
+        panic!("message")
+    };
+    assert_eq!(&*m.text, "back");
+    for hub in [&one, &two] {
+        let details = hub.room(&frozen_room).await.unwrap().expect("the room");
+        assert_eq!(details.members, ["Ann", "Bob"]);
+    }
+    one.shutdown().await;
+    two.shutdown().await;
 }
