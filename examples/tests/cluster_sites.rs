@@ -141,9 +141,20 @@ async fn get(addr: SocketAddr, path: &str) -> String {
 
 #[tokio::test]
 async fn an_axum_node_and_an_actix_node_share_one_room() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        share_one_room(redis).await;
+    }
+}
+
+/// The same on a Redis Cluster of three masters: the sites find it from the URL of one.
+#[tokio::test]
+async fn an_axum_node_and_an_actix_node_share_one_room_on_a_redis_cluster() {
+    if let Some(redis) = RedisServer::start_cluster() {
+        share_one_room(redis).await;
+    }
+}
+
+async fn share_one_room(redis: RedisServer) {
     let axum = start(BINARIES[0], &redis);
     let actix = start(BINARIES[1], &redis);
     assert!(axum.banner.contains("cluster node"), "{}", axum.banner);
