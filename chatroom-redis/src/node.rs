@@ -283,7 +283,7 @@ impl Shared {
                 "this node's lease ran out by its own clock: it delivers nothing in \
                  these rooms until Redis renews it"
             );
-            self.set_health(StoreHealth::Degraded, "the node's lease ran out");
+            self.degrade("the node's lease ran out");
         }
         false
     }
@@ -307,8 +307,8 @@ impl Shared {
             .unwrap_or(StoreHealth::Lost)
     }
 
-    /// Records the store's health; a change is logged once, with its cause. Only a
-    /// heartbeat that succeeds leaves `lost` (a refused node never does).
+    /// Records the store's health as the heartbeat finds it; a change is logged once,
+    /// with its cause. A refused node stays `lost`.
     fn set_health(&self, health: StoreHealth, cause: &str) {
         let index = HEALTH.iter().position(|h| *h == health).unwrap_or(2) as u8;
         let lost = HEALTH.len() as u8 - 1;
@@ -316,13 +316,29 @@ impl Shared {
         let changed = self
             .health
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |before| {
-                let stays = before == index
-                    || (before == lost && (refused || health == StoreHealth::Degraded));
+                let stays = before == index || (before == lost && refused);
                 (!stays).then_some(index)
             });
-        if changed.is_err() {
-            return;
+        if changed.is_ok() {
+            Self::log_health(health, cause);
         }
+    }
+
+    /// `connected` becomes `degraded` (a lease ran out between two heartbeats); a worse
+    /// health stays until the heartbeat says otherwise.
+    fn degrade(&self, cause: &str) {
+        let connected = 0u8;
+        let degraded = 1u8;
+        if self
+            .health
+            .compare_exchange(connected, degraded, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            Self::log_health(StoreHealth::Degraded, cause);
+        }
+    }
+
+    fn log_health(health: StoreHealth, cause: &str) {
         match health {
             StoreHealth::Connected => tracing::info!(cause, "store health: connected"),
             StoreHealth::Degraded => tracing::warn!(cause, "store health: degraded"),
@@ -341,6 +357,12 @@ impl Shared {
             }
             tracing::error!("this node's lease was reaped: its members resume");
             *node = crate::random_hex();
+            // The new id holds no lease anywhere yet: nothing is done under it until
+            // the next heartbeat has listed it in every partition.
+            for lease in lock(&self.leases).iter_mut() {
+                lease.renewed = None;
+                lease.suspended = false;
+            }
         }
         self.close_everything(CloseFrame::new(
             close_code::SERVICE_RESTART,
@@ -809,6 +831,8 @@ struct Lease {
     suspended: bool,
     /// Past the outage limit, its rooms' connections were closed with 1013.
     closed_for_outage: bool,
+    /// When its renewals began to fail (cleared by a renewal).
+    failing_since: Option<tokio::time::Instant>,
 }
 
 /// The values of [`Shared::health`], by index.
@@ -1153,24 +1177,36 @@ impl Shared {
         let interval = lease / 3;
         loop {
             let sent = tokio::time::Instant::now();
-            let answers = self.heartbeat(lease, interval).await;
+            let mut renewed = Vec::new();
+            let mut failed = None;
+            {
+                // Each partition's answer is taken as it comes: a master that does not
+                // answer (each call waits up to the call timeout) must not delay the
+                // others' renewals.
+                let me: &Shared = &self;
+                let mut answers: futures_util::stream::FuturesUnordered<_> = self
+                    .layout
+                    .all()
+                    .map(|partition| async move {
+                        (partition, me.heartbeat_in(partition, lease, interval).await)
+                    })
+                    .collect();
+                while let Some((partition, answer)) = answers.next().await {
+                    match answer {
+                        Ok(()) => {
+                            self.renewed(partition, sent);
+                            renewed.push(partition);
+                        }
+                        Err(cause) => {
+                            self.outage(partition);
+                            failed.get_or_insert(cause);
+                        }
+                    }
+                }
+            }
             if self.refused.load(Ordering::Relaxed) {
                 // For good: the node serves nothing, and its health stays `lost`.
                 return;
-            }
-            let mut renewed = Vec::new();
-            let mut failed = None;
-            for (partition, answer) in self.layout.all().zip(answers) {
-                match answer {
-                    Ok(()) => {
-                        self.renewed(partition, sent);
-                        renewed.push(partition);
-                    }
-                    Err(cause) => {
-                        self.outage(partition);
-                        failed.get_or_insert(cause);
-                    }
-                }
             }
             match failed {
                 None => self.set_health(StoreHealth::Connected, "a heartbeat succeeded"),
@@ -1210,16 +1246,18 @@ impl Shared {
         let past = {
             let mut leases = lock(&self.leases);
             match leases.get_mut(usize::from(partition)) {
-                Some(lease)
-                    if !lease.closed_for_outage
-                        && lease
-                            .renewed
-                            .is_some_and(|t| t.elapsed() > self.options.outage_limit) =>
-                {
-                    lease.closed_for_outage = true;
-                    true
+                Some(lease) => {
+                    let now = tokio::time::Instant::now();
+                    let failing_since = *lease.failing_since.get_or_insert(now);
+                    // Since its last renewal, or since it began failing if it never was
+                    // renewed (its master was down when the node started).
+                    let since = lease.renewed.unwrap_or(failing_since);
+                    let past = !lease.closed_for_outage
+                        && now.saturating_duration_since(since) > self.options.outage_limit;
+                    lease.closed_for_outage |= past;
+                    past
                 }
-                _ => false,
+                None => false,
             }
         };
         if past {
@@ -1248,6 +1286,7 @@ impl Shared {
             };
             lease.renewed = Some(sent);
             lease.closed_for_outage = false;
+            lease.failing_since = None;
             std::mem::take(&mut lease.suspended)
         };
         if resumed {
@@ -1263,18 +1302,8 @@ impl Shared {
         }
     }
 
-    /// Renews the lease in every partition (each keeps its own leases, on its own
-    /// master): for each, why not if it was not.
-    async fn heartbeat(&self, lease: Duration, interval: Duration) -> Vec<Result<(), String>> {
-        futures_util::future::join_all(
-            self.layout
-                .all()
-                .map(|partition| self.heartbeat_in(partition, lease, interval)),
-        )
-        .await
-    }
-
-    /// Renews the lease in one partition.
+    /// Renews the lease in one partition (each keeps its own leases, on its own
+    /// master); why not, if it was not.
     async fn heartbeat_in(
         &self,
         partition: u16,
@@ -1315,6 +1344,9 @@ impl Shared {
         };
         let reply = Reply::new(value);
         match reply.status().as_str() {
+            // Renewed for an id the node no longer goes by (another partition reaped
+            // it meanwhile): the new id holds no lease here yet.
+            "ok" if self.node() != sent_as => Err("the node was reaped meanwhile".to_owned()),
             "ok" => {
                 if let (Some(redis_now), Ok(local)) =
                     (reply.int(1), sent.duration_since(UNIX_EPOCH))
@@ -1360,6 +1392,10 @@ impl Shared {
 
     /// [`Shared::reap`] in one partition.
     async fn reap_in(&self, keys: PartitionKeys) {
+        if !self.lease_holds(keys.0) {
+            // A node whose own lease ran out meanwhile reaps nobody there.
+            return;
+        }
         let mut call = self.scripts.reap.prepare_invoke();
         call.key(keys.nodes())
             .key(keys.holdoff())
