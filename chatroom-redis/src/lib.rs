@@ -561,20 +561,37 @@ async fn check_server(con: &mut impl redis::aio::ConnectionLike) -> Result<(), C
     Ok(())
 }
 
-/// The masters (host, port) that `CLUSTER NODES` lists as serving, for their checks.
+/// The other masters (host, port) that `CLUSTER NODES` lists as serving slots, for
+/// their checks: not the node asked (`myself`, checked already), not one failing or
+/// being added. A node's hostname is used when it announces one.
 fn cluster_masters(nodes: &str) -> Vec<(String, u16)> {
     nodes
         .lines()
         .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let address = fields.nth(1)?;
-            let flags = fields.next()?;
-            let serving = flags.split(',').any(|f| f == "master")
-                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, flags) = (fields.get(1)?, fields.get(2)?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            let serving = flags.contains(&"master")
+                && !flags.iter().any(|f| {
+                    matches!(*f, "myself" | "fail" | "fail?" | "noaddr" | "handshake")
+                })
+                // Fields 9 on are its slots: a master with none serves nothing.
+                && fields.len() > 8;
             if !serving {
                 return None;
             }
-            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            let (endpoint, hostname) = match address.split_once(',') {
+                Some((endpoint, hostname)) => (endpoint, Some(hostname)),
+                None => (*address, None),
+            };
+            let (ip, port) = endpoint.split('@').next()?.rsplit_once(':')?;
+            let host = match hostname.filter(|h| !h.is_empty()) {
+                Some(hostname) => hostname,
+                None => ip.trim_start_matches('[').trim_end_matches(']'),
+            };
+            if host.is_empty() {
+                return None;
+            }
             Some((host.to_owned(), port.parse().ok()?))
         })
         .collect()
@@ -617,13 +634,18 @@ mod tests {
 07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host1 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
 292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master,fail - 0 1426238318243 3 connected 10923-16383
-e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 10.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+392f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30005@31005 master,fail? - 0 1426238318243 3 connected 16000
+a92f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30006@31006 master - 0 1426238318243 3 connected
+b92f8b365bb7edb5e285caf0b7e6ddc7265d2f4f [::1]:30007@31007 master - 0 1426238318243 3 connected 1-2
+c92f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 10.0.0.9:30008@31008,redis-8.example master - 0 1 3 connected 3-4
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 connected 0-5460
 ";
         assert_eq!(
             cluster_masters(nodes),
             [
                 ("127.0.0.1".to_owned(), 30002),
-                ("10.0.0.1".to_owned(), 30001)
+                ("::1".to_owned(), 30007),
+                ("redis-8.example".to_owned(), 30008)
             ]
         );
     }
