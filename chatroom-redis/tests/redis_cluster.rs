@@ -289,9 +289,7 @@ async fn a_frozen_master_holds_up_only_its_own_rooms() {
     let Some(redis) = RedisServer::start_cluster() else {
         return;
     };
-    // A lease longer than a call's timeout (0.5 s) plus a renewal interval (a third of
-    // it): the frozen master's calls delay a round of renewals by that timeout.
-    let lease = Duration::from_millis(1200);
+    let lease = Duration::from_secs(2);
     let (one, _) = redis.node_with(limits(), |b| b.lease(lease)).await;
     let (two, _) = redis.node_with(limits(), |b| b.lease(lease)).await;
     let frozen_room = rooms_on(&redis, 1, 1).pop().expect("a room");
@@ -310,17 +308,18 @@ async fn a_frozen_master_holds_up_only_its_own_rooms() {
         };
     }
 
-    // Frozen for 2.5 s: past both nodes' leases (1.2 s) in the master's partitions,
-    // but short of the cluster's node timeout (3 s).
+    // Frozen for 5 s: well past both nodes' leases (2 s) in the master's partitions.
     redis.signal_master(1, "STOP");
-    let frozen_at = tokio::time::Instant::now();
-    tokio::time::sleep(lease + Duration::from_millis(200)).await;
-    // The live room's members talk on, delivered at once (not held for the lease).
+    let thaw = tokio::time::Instant::now() + Duration::from_secs(5);
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    // The live room's members talk on while it is frozen: their node's leases in the
+    // other partitions still hold (with one lease for the whole node, nothing would be
+    // delivered until the thaw).
     for i in 0..3u64 {
         live_b
             .send_json(&json!({"type": "send", "text": format!("m{i}")}))
             .await;
-        let m = tokio::time::timeout(Duration::from_millis(300), live_a.event())
+        let m = tokio::time::timeout_at(thaw, live_a.event())
             .await
             .expect("delivered while the other master is frozen")
             .expect("open");
@@ -329,7 +328,7 @@ async fn a_frozen_master_holds_up_only_its_own_rooms() {
         };
         assert_eq!((m.text.to_string(), m.id), (format!("m{i}"), 3 + i));
     }
-    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(frozen_at.elapsed())).await;
+    tokio::time::sleep_until(thaw).await;
     redis.signal_master(1, "CONT");
 
     // Once it thaws, the frozen room's members are all still there and talk again.
