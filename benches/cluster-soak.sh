@@ -8,6 +8,9 @@
 # and the runs of disruption clients saw (when each fault began and how long it took
 # to heal).
 #
+# With CLUSTER=1 the nodes share a Redis Cluster of three masters instead (each node
+# given another master as its seed), and the freeze stops one master only.
+#
 #   benches/cluster-soak.sh            # SECONDS_=600
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,17 +34,40 @@ wait_port() {
 }
 
 rport=$((20000 + RANDOM % 10000))
-redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
-  --maxmemory-policy noeviction >/dev/null 2>&1 &
-redis=$!
-wait_port "$rport"
-export CHATROOM_REDIS_URL=redis://127.0.0.1:$rport/
+seeds=()
+if [ "${CLUSTER:-0}" = 1 ]; then
+  cdir=$(mktemp -d)
+  redises=()
+  for i in 0 1 2; do
+    mkdir -p "$cdir/$i"
+    (cd "$cdir/$i" && exec redis-server --port $((rport + 10 + i)) --bind 127.0.0.1 \
+      --save "" --appendonly no --maxmemory-policy noeviction --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-require-full-coverage no \
+      --cluster-node-timeout 15000) >/dev/null 2>&1 &
+    redises+=($!)
+    wait_port $((rport + 10 + i))
+    seeds+=("redis://127.0.0.1:$((rport + 10 + i))/")
+  done
+  redis-cli --cluster create 127.0.0.1:$((rport + 10)) 127.0.0.1:$((rport + 11)) \
+    127.0.0.1:$((rport + 12)) --cluster-yes >/dev/null
+  until redis-cli -p $((rport + 10)) CLUSTER INFO | grep -q cluster_state:ok; do sleep 0.1; done
+  sleep 1
+  # The master frozen at two thirds.
+  redis=${redises[1]}
+else
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+    --maxmemory-policy noeviction >/dev/null 2>&1 &
+  redis=$!
+  redises=("$redis")
+  wait_port "$rport"
+  seeds=("redis://127.0.0.1:$rport/" "redis://127.0.0.1:$rport/" "redis://127.0.0.1:$rport/")
+fi
 
 ports=($((rport + 1)) $((rport + 2)) $((rport + 3)))
 bins=(axum-site actix-site axum-site)
 pids=()
 start_node() { # index
-  CHATROOM_ADDR=127.0.0.1:${ports[$1]} RUST_LOG=warn \
+  CHATROOM_REDIS_URL=${seeds[$1]} CHATROOM_ADDR=127.0.0.1:${ports[$1]} RUST_LOG=warn \
     target/release/${bins[$1]} >>"$OUT/soak-node$1.log" 2>&1 &
   pids[$1]=$!
   wait_port "${ports[$1]}"
@@ -49,7 +75,8 @@ start_node() { # index
 for i in 0 1 2; do start_node "$i"; done
 cleanup() {
   kill -CONT "$redis" 2>/dev/null || true
-  kill "${pids[@]}" "$redis" 2>/dev/null || true
+  kill "${pids[@]}" "${redises[@]}" 2>/dev/null || true
+  if [ -n "${cdir:-}" ]; then rm -rf "$cdir"; fi
 }
 trap cleanup EXIT
 
@@ -71,7 +98,7 @@ start_node 1
 stamp "the second node restarted"
 
 sleep $((SECONDS_ / 3 - 5))
-stamp "Redis frozen"
+stamp "Redis frozen (with CLUSTER=1: its second master)"
 kill -STOP "$redis"
 sleep "$REDIS_PAUSE"
 kill -CONT "$redis"
