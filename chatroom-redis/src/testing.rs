@@ -260,12 +260,12 @@ impl RedisServer {
         } else {
             self.masters[i - 1].child.id()
         };
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} failed");
+        kill(pid, signal);
+    }
+
+    /// Whether this is a Redis Cluster ([`start_cluster`](Self::start_cluster)).
+    pub fn is_cluster(&self) -> bool {
+        !self.masters.is_empty()
     }
 
     /// The port of master `i` of a cluster.
@@ -324,12 +324,7 @@ impl RedisServer {
 
     /// Sends a signal to the server process (`"STOP"`, `"CONT"`).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} failed");
+        kill(self.child.id(), signal);
     }
 
     /// Runs a command whose answer is an integer.
@@ -480,6 +475,12 @@ fn spawn(dir: &std::path::Path, socket: &std::path::Path, persistence: &[String]
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts");
+    wait_for(socket);
+    child
+}
+
+/// Waits (up to 10 s) for a starting redis-server to open its socket.
+fn wait_for(socket: &std::path::Path) {
     let started = Instant::now();
     while !socket.exists() {
         assert!(
@@ -488,7 +489,16 @@ fn spawn(dir: &std::path::Path, socket: &std::path::Path, persistence: &[String]
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    child
+}
+
+/// Sends a signal to a process with `kill`.
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} failed");
 }
 
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -556,14 +566,7 @@ fn spawn_cluster_node(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts");
-    let started = Instant::now();
-    while !socket.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "redis-server did not open its socket"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&socket);
     child
 }
 

@@ -2,6 +2,9 @@
 //! Redis, clients speaking WebSocket over loopback TCP.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,6 +12,7 @@ use chatroom_core::protocol::Event;
 use chatroom_core::testing::{Closed, Request, TestClient, connect_over};
 use chatroom_core::{Hub, Limits, close_code};
 use chatroom_redis::testing::RedisServer;
+use common::event;
 use serde_json::json;
 
 /// A node and the web server in front of it.
@@ -67,32 +71,6 @@ async fn three_fronts(redis: &RedisServer, limits: Limits) -> [Front; 3] {
         Front::actix(redis.node(limits.clone()).await),
         Front::axum(redis.node(limits).await).await,
     ]
-}
-
-/// A case run twice: on a single Redis, and on a Redis Cluster of three masters.
-macro_rules! on_both {
-    ($single:ident, $cluster:ident, $case:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $single() {
-            if let Some(redis) = RedisServer::start() {
-                $case(redis).await;
-            }
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $cluster() {
-            if let Some(redis) = RedisServer::start_cluster() {
-                $case(redis).await;
-            }
-        }
-    };
-}
-
-async fn event(client: &mut TestClient) -> Event {
-    tokio::time::timeout(Duration::from_secs(5), client.event())
-        .await
-        .expect("an event in time")
-        .expect("the connection stays open")
 }
 
 on_both!(

@@ -1,46 +1,23 @@
 //! Several nodes (hubs) on one real Redis: the rules of PROTOCOL.md hold across them.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
 use chatroom_core::protocol::{Event, Reply, ServerFrame};
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Hub, Limits};
 use chatroom_redis::testing::RedisServer;
+use common::event;
 use serde_json::json;
-
-/// A case run twice: on a single Redis, and on a Redis Cluster of three masters
-/// (sharded pub/sub, rooms spread over the masters' slots).
-macro_rules! on_both {
-    ($single:ident, $cluster:ident, $case:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $single() {
-            if let Some(redis) = RedisServer::start() {
-                $case(redis).await;
-            }
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $cluster() {
-            if let Some(redis) = RedisServer::start_cluster() {
-                $case(redis).await;
-            }
-        }
-    };
-}
 
 fn limits() -> Limits {
     Limits {
         resume_grace: Duration::from_secs(5),
         ..Limits::default()
     }
-}
-
-async fn event(client: &mut TestClient) -> Event {
-    tokio::time::timeout(Duration::from_secs(5), client.event())
-        .await
-        .expect("an event within 5 s")
-        .expect("the connection stays open")
 }
 
 on_both!(

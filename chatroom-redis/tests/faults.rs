@@ -2,6 +2,9 @@
 //! silent hole, no zombie member.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use chatroom_core::protocol::{Event, Reply, ServerFrame, Welcome};
@@ -17,21 +20,13 @@ async fn event(client: &mut TestClient) -> Event {
         .expect("the connection stays open")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_nodes_members_become_away_then_leave_after_their_grace() {
-    if let Some(redis) = RedisServer::start() {
-        a_crashed_nodes_members_become_away_then_leave_after_their_grace_on(redis).await;
-    }
-}
-
-/// On a Redis Cluster, the node's lease and its members' rooms are in several
-/// partitions: every partition's reaper finds the crashed node.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_nodes_members_become_away_then_leave_after_their_grace_on_a_redis_cluster() {
-    if let Some(redis) = RedisServer::start_cluster() {
-        a_crashed_nodes_members_become_away_then_leave_after_their_grace_on(redis).await;
-    }
-}
+// On a Redis Cluster the node's lease and its members' rooms are in several
+// partitions: every partition's reaper finds the crashed node.
+on_both!(
+    a_crashed_nodes_members_become_away_then_leave_after_their_grace,
+    a_crashed_nodes_members_become_away_then_leave_after_their_grace_on_a_redis_cluster,
+    a_crashed_nodes_members_become_away_then_leave_after_their_grace_on
+);
 
 async fn a_crashed_nodes_members_become_away_then_leave_after_their_grace_on(redis: RedisServer) {
     let limits = Limits {
@@ -234,11 +229,14 @@ async fn a_redis_frozen_by_sigstop_answers_unavailable_ends_nothing_and_recovers
     two.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_subscriptions_lose_no_event() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+// On a Redis Cluster, the sharded subscriptions of both nodes are cut on the master of
+// the room: the cluster client subscribes again and the nodes repair the room.
+on_both!(
+    killed_subscriptions_lose_no_event,
+    killed_sharded_subscriptions_lose_no_event_on_a_redis_cluster,
+    killed_subscriptions_lose_no_event_on
+);
+async fn killed_subscriptions_lose_no_event_on(redis: RedisServer) {
     let one = redis.node(Limits::default()).await;
     let two = redis.node(Limits::default()).await;
     let mut a = TestClient::connect(&one);
@@ -246,42 +244,14 @@ async fn killed_subscriptions_lose_no_event() {
     let mut b = TestClient::connect(&two);
     b.join("r", "B").await.expect("joins");
     event(&mut a).await;
-    let killed = redis.int(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    let killed = if redis.is_cluster() {
+        let master = redis.master_of(&cluster_room_tag("r"));
+        let killed = redis.master_command(master, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        killed.trim().parse().expect("a count")
+    } else {
+        redis.int(&["CLIENT", "KILL", "TYPE", "pubsub"]).await
+    };
     assert_eq!(killed, 2, "both nodes' subscriptions were cut");
-    for i in 0..10 {
-        one.post("r", "system", &format!("m{i}"))
-            .await
-            .expect("posted");
-    }
-    for client in [&mut a, &mut b] {
-        for i in 0..10u64 {
-            let Event::Message(m) = event(client).await else {
-                panic!("a message")
-            };
-            assert_eq!((m.text.to_string(), m.id), (format!("m{i}"), 3 + i));
-        }
-    }
-    one.shutdown().await;
-    two.shutdown().await;
-}
-
-/// On a Redis Cluster, the sharded subscriptions of both nodes are cut on the master of
-/// the room: the cluster client subscribes again and the nodes repair the room.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_sharded_subscriptions_lose_no_event_on_a_redis_cluster() {
-    let Some(redis) = RedisServer::start_cluster() else {
-        return;
-    };
-    let one = redis.node(Limits::default()).await;
-    let two = redis.node(Limits::default()).await;
-    let mut a = TestClient::connect(&one);
-    a.join("r", "A").await.expect("joins");
-    let mut b = TestClient::connect(&two);
-    b.join("r", "B").await.expect("joins");
-    event(&mut a).await;
-    let master = redis.master_of(&cluster_room_tag("r"));
-    let killed = redis.master_command(master, &["CLIENT", "KILL", "TYPE", "pubsub"]);
-    assert_eq!(killed.trim(), "2", "both nodes' subscriptions were cut");
     for i in 0..10 {
         one.post("r", "system", &format!("m{i}"))
             .await

@@ -4,12 +4,16 @@
 //! also run on a Redis Cluster, as their `..._on_a_redis_cluster` twins.)
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
 use chatroom_core::protocol::Event;
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Limits};
 use chatroom_redis::testing::{RedisServer, cluster_room_channel, cluster_room_tag};
+use common::event;
 use serde_json::json;
 
 /// The node's and the redis client's logs, shown for a failing test (`RUST_LOG`).
@@ -25,13 +29,6 @@ fn limits() -> Limits {
         resume_grace: Duration::from_secs(5),
         ..Limits::default()
     }
-}
-
-async fn event(client: &mut TestClient) -> Event {
-    tokio::time::timeout(Duration::from_secs(5), client.event())
-        .await
-        .expect("an event within 5 s")
-        .expect("the connection stays open")
 }
 
 /// Room names whose keys live on master `master` (of three).
