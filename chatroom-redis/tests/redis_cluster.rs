@@ -356,3 +356,78 @@ async fn a_frozen_master_holds_up_only_its_own_rooms() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// Subscribers of a room's sharded channel on a master (`PUBSUB SHARDNUMSUB`).
+fn subscribers(redis: &RedisServer, master: usize, channel: &str) -> u64 {
+    let answer = redis.master_command(master, &["PUBSUB", "SHARDNUMSUB", channel]);
+    let mut lines = answer.lines().map(str::trim).filter(|l| !l.is_empty());
+    assert_eq!(lines.next(), Some(channel), "{answer:?}");
+    lines.next().and_then(|n| n.parse().ok()).expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscription_that_redis_drops_is_made_again() {
+    logs();
+    let Some(redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    let one = redis.node(limits()).await;
+    let two = redis.node(limits()).await;
+    let room = rooms_on(&redis, 0, 1).pop().expect("a room");
+    let channel = cluster_room_channel(&room);
+    let mut a = TestClient::connect(&one);
+    a.join(&room, "Ann").await.expect("ann joins");
+    let mut b = TestClient::connect(&two);
+    b.join(&room, "Bob").await.expect("bob joins");
+    let Event::Joined(_) = event(&mut a).await else {
+        panic!("joined")
+    };
+    assert_eq!(subscribers(&redis, 0, &channel), 2);
+
+    // The master gives the room's slot up and takes it back, as a slot that moves
+    // away and returns: Redis sends both nodes `sunsubscribe` for the room's channel
+    // and forgets their subscriptions.
+    let slot = redis.master_command(0, &["CLUSTER", "KEYSLOT", &cluster_room_tag(&room)]);
+    let slot = slot.trim();
+    assert_eq!(
+        redis
+            .master_command(0, &["CLUSTER", "DELSLOTS", slot])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(subscribers(&redis, 0, &channel), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        redis
+            .master_command(0, &["CLUSTER", "ADDSLOTS", slot])
+            .trim(),
+        "OK"
+    );
+
+    // Both nodes subscribe again, and the members hear each other.
+    let started = tokio::time::Instant::now();
+    while subscribers(&redis, 0, &channel) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the nodes never subscribed again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.send_json(&json!({"type": "send", "text": "still here"}))
+        .await;
+    let Event::Message(m) = event(&mut a).await else {
+        panic!("message")
+    };
+    assert_eq!(&*m.text, "still here");
+    a.send_json(&json!({"type": "send", "text": "me too"}))
+        .await;
+    loop {
+        if let Event::Message(m) = event(&mut b).await {
+            if &*m.text == "me too" {
+                break;
+            }
+        }
+    }
+    one.shutdown().await;
+    two.shutdown().await;
+}
