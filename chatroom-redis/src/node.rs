@@ -504,7 +504,7 @@ impl Shared {
             let shared = self.clone();
             let room = room.to_owned();
             self.context.spawn(async move {
-                shared.disconnect_member(&room, member, link).await;
+                shared.disconnect_member(&room, member, link, None).await;
             });
         }
         if effects.repair {
@@ -676,8 +676,15 @@ impl Shared {
     /// The member's connection ended (or was cut off): it becomes away. Retried (each
     /// time with a fresh deadline) until Redis answers: a member must not stay present
     /// without a connection. A node that crashed, or whose lease was reaped, leaves it
-    /// to the reaper.
-    async fn disconnect_member(&self, room: &str, member: MemberId, link: u64) {
+    /// to the reaper. `tried` is told after the first attempt, whatever its outcome:
+    /// the connection's close frame waits for that, not for Redis to come back.
+    async fn disconnect_member(
+        &self,
+        room: &str,
+        member: MemberId,
+        link: u64,
+        mut tried: Option<oneshot::Sender<()>>,
+    ) {
         if let Some(mirror) = self.existing_mirror(room) {
             lock(&mirror).detach(member, link, None);
         }
@@ -685,7 +692,11 @@ impl Shared {
         loop {
             let mut call = self.call(&self.scripts.disconnect, room);
             call.arg(member).arg(link).arg(self.grace_ms()).arg("");
-            if self.run("disconnect", &call).await.is_ok() || self.gave_up() {
+            let done = self.run("disconnect", &call).await.is_ok() || self.gave_up();
+            if let Some(tried) = tried.take() {
+                let _ = tried.send(());
+            }
+            if done {
                 return;
             }
             attempt += 1;
@@ -1648,6 +1659,9 @@ enum Command {
 /// A membership's commands, to its worker.
 struct Channel {
     tx: mpsc::Sender<Command>,
+    /// How long a connection waits for its member to be marked away (the call
+    /// timeout): past it, the close goes on and the worker keeps retrying.
+    patience: Duration,
 }
 
 impl MemberChannel for Channel {
@@ -1693,10 +1707,16 @@ impl MemberChannel for Channel {
     fn disconnect(&self, _member: MemberId, _link: u64) -> BoxFuture<'_, ()> {
         let (done, finished) = oneshot::channel();
         let tx = self.tx.clone();
+        let patience = self.patience;
         Box::pin(async move {
-            if tx.send(Command::Disconnect { done }).await.is_ok() {
-                let _ = finished.await;
-            }
+            // Not queued in time (the worker is behind on calls Redis does not answer):
+            // the worker marks the member away once this channel is dropped.
+            let _ = tokio::time::timeout(patience, async {
+                if tx.send(Command::Disconnect { done }).await.is_ok() {
+                    let _ = finished.await;
+                }
+            })
+            .await;
         })
     }
 }
@@ -1733,18 +1753,19 @@ impl Worker {
                         return;
                     }
                 }
+                // The connection waits for the first attempt only: while Redis is
+                // out its close frame must not wait, and the retries go on here.
                 Command::Disconnect { done } => {
                     self.shared
-                        .disconnect_member(&self.room, self.member, self.link)
+                        .disconnect_member(&self.room, self.member, self.link, Some(done))
                         .await;
-                    let _ = done.send(());
                     return;
                 }
             }
         }
         // The connection is gone without a word (dropped): the member becomes away.
         self.shared
-            .disconnect_member(&self.room, self.member, self.link)
+            .disconnect_member(&self.room, self.member, self.link, None)
             .await;
     }
 
@@ -1973,7 +1994,10 @@ impl Node {
         Membership {
             member,
             link,
-            room: Arc::new(Channel { tx }),
+            room: Arc::new(Channel {
+                tx,
+                patience: shared.options.call_timeout,
+            }),
             frames,
         }
     }

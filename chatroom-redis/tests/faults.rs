@@ -607,3 +607,59 @@ async fn past_the_outage_limit_connections_close_with_1013_and_resume_when_redis
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closes_while_redis_is_frozen_gets_its_close_frame_at_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limits = Limits {
+        max_frame_bytes: 4096,
+        ..Limits::default()
+    };
+    let tune = |b: chatroom_redis::RedisBackplane| b.call_timeout(Duration::from_millis(300));
+    let (one, _) = redis.node_with(limits.clone(), tune).await;
+    let (two, _) = redis.node_with(limits, tune).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    let mut b = TestClient::connect(&two);
+    b.join("r", "B").await.expect("joins");
+    event(&mut a).await;
+
+    redis.signal("STOP");
+    let frozen = Instant::now();
+    // A frame over the limit: the connection closes with 1009 at once, though the
+    // member cannot be marked away until Redis answers.
+    a.send_text(&"x".repeat(5000)).await;
+    let code = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match a.recv().await {
+                Ok(_) => continue,
+                Err(Closed::Close(c)) => return c.code,
+                Err(other) => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the close frame does not wait for Redis");
+    assert_eq!(code, close_code::TOO_BIG);
+    let waited = frozen.elapsed();
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(waited)).await;
+    redis.signal("CONT");
+
+    // Nothing was forgotten: once Redis answers, A is marked away.
+    let thawed = Instant::now();
+    loop {
+        let members = two.members("r").await.ok().flatten().unwrap_or_default();
+        if members.iter().any(|m| m.name == "A" && !m.present) {
+            break;
+        }
+        assert!(
+            thawed.elapsed() < Duration::from_secs(5),
+            "A never marked away: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    one.shutdown().await;
+    two.shutdown().await;
+}
