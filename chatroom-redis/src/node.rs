@@ -2274,9 +2274,18 @@ impl Backplane for Node {
                         .map_err(|_| Unavailable)
                 }
             });
+            // On a Redis Cluster with a master out, the rooms of the others are listed
+            // (those of the master out cannot be joined meanwhile anyway); unavailable
+            // only when no partition answers.
             let mut all: Vec<RoomSummary> = Vec::new();
+            let mut answered = false;
+            let mut out = 0usize;
             for listed in futures_util::future::join_all(reads).await {
-                let (counts, names) = listed?;
+                let Ok((counts, names)) = listed else {
+                    out += 1;
+                    continue;
+                };
+                answered = true;
                 all.extend(counts.into_iter().filter(|(_, n)| *n > 0).filter_map(
                     |(room, members)| {
                         Some(RoomSummary {
@@ -2285,6 +2294,15 @@ impl Backplane for Node {
                         })
                     },
                 ));
+            }
+            if !answered {
+                return Err(Unavailable);
+            }
+            if out > 0 {
+                tracing::debug!(
+                    partitions = out,
+                    "the room listing leaves out partitions whose master does not answer"
+                );
             }
             all.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
             let start = match &after {

@@ -325,6 +325,15 @@ async fn a_frozen_master_holds_up_only_its_own_rooms() {
         };
         assert_eq!((m.text.to_string(), m.id), (format!("m{i}"), 3 + i));
     }
+    // The lobby lists the rooms of the masters that answer.
+    let listed = one
+        .rooms()
+        .await
+        .expect("a listing while one master is frozen");
+    assert!(
+        listed.iter().any(|r| r.room == live_room && r.members == 2),
+        "{listed:?}"
+    );
     tokio::time::sleep_until(thaw).await;
     redis.signal_master(1, "CONT");
 
