@@ -454,6 +454,13 @@ impl Shared {
     /// Subscribes to the room's channel (awaiting Redis's confirmation) and pins its
     /// mirror, before a join or resume: every event after the script's is then seen.
     async fn pin(&self, room: &str) -> Result<Arc<Mutex<Mirror>>, Unreachable> {
+        let partition = self.layout.of(room);
+        if self.lease(partition).renewed.is_some() && !self.lease_holds(partition) {
+            // Its master has not answered for a lease: the join's script would not be
+            // sent anyway, and a subscription that waits for that master would hold
+            // up every other room's.
+            return Err(Unreachable);
+        }
         // Right after the node starts (or while it reconnects), wait a little for its
         // pub/sub connection.
         let give_up = tokio::time::Instant::now() + self.options.call_timeout * 4;
@@ -761,7 +768,14 @@ impl Shared {
                     let mut con = self.con.clone();
                     let mut zcard = redis::cmd("ZCARD");
                     zcard.arg(PartitionKeys(p).rooms());
+                    // A partition whose heartbeats fail (or whose lease ran out) is not
+                    // asked: every fresh join would wait for its master.
+                    let failing = self.lease(p).failing_since.is_some()
+                        || (self.lease(p).renewed.is_some() && !self.lease_holds(p));
                     async move {
+                        if failing {
+                            return None;
+                        }
                         let read = zcard.query_async::<u64>(&mut con);
                         match store::command("rooms", self.options.call_timeout, read).await {
                             Ok(Ok(n)) => Some(n),

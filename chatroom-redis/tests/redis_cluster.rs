@@ -440,3 +440,52 @@ async fn a_sharded_subscription_that_redis_drops_is_made_again() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_does_not_hold_up_joins_into_other_rooms() {
+    logs();
+    let Some(redis) = RedisServer::start_cluster() else {
+        return;
+    };
+    // A call timeout longer than the lease: a join that waited for the frozen master
+    // would take it.
+    let tune = |b: chatroom_redis::RedisBackplane| {
+        b.lease(Duration::from_secs(2))
+            .call_timeout(Duration::from_secs(4))
+    };
+    let (one, _) = redis.node_with(limits(), tune).await;
+    let frozen_rooms = rooms_on(&redis, 1, 2);
+    let live_rooms = rooms_on(&redis, 2, 2);
+    let mut first = TestClient::connect(&one);
+    first.join(&live_rooms[0], "Ann").await.expect("joins");
+
+    redis.signal_master(1, "STOP");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A join into a new room of the frozen master is refused at once ...
+    let asked = tokio::time::Instant::now();
+    let mut refused = TestClient::connect(&one);
+    match refused.join(&frozen_rooms[0], "Bob").await {
+        Err(Closed::Refused { code, .. }) => assert_eq!(code, ErrorCode::Unavailable),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    // ... and fresh joins into the other masters' rooms do not wait for it.
+    for room in &live_rooms {
+        let asked = tokio::time::Instant::now();
+        let mut c = TestClient::connect(&one);
+        c.join(room, "Cid")
+            .await
+            .expect("joins while a master is frozen");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    redis.signal_master(1, "CONT");
+    one.shutdown().await;
+}
