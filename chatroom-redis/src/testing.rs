@@ -193,14 +193,39 @@ impl RedisServer {
             );
         }
         let started = Instant::now();
+        let mut met = Instant::now();
         while !masters
             .iter()
             .all(|m| cli(m.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
         {
+            for master in &mut masters {
+                if let Ok(Some(status)) = master.child.try_wait() {
+                    panic!("a master of the test Redis Cluster exited: {status}");
+                }
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "the test Redis Cluster did not form"
+                "the test Redis Cluster did not form: {}",
+                cli(masters[0].port, &["CLUSTER", "NODES"])
             );
+            // A handshake that failed is dropped by Redis: meet again those the first
+            // master does not know yet.
+            if met.elapsed() > Duration::from_secs(2) {
+                met = Instant::now();
+                let known = cli(masters[0].port, &["CLUSTER", "NODES"]);
+                for other in &masters[1..] {
+                    let known_here = known.lines().any(|l| {
+                        l.contains(&format!("127.0.0.1:{}@", other.port))
+                            && !l.contains("handshake")
+                    });
+                    if !known_here {
+                        cli(
+                            masters[0].port,
+                            &["CLUSTER", "MEET", "127.0.0.1", &other.port.to_string()],
+                        );
+                    }
+                }
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         let first = masters.remove(0);
@@ -526,21 +551,37 @@ impl Drop for RedisServer {
 }
 
 /// `n` loopback ports that are free, each with its cluster bus port (+10000).
+/// `n` free ports for cluster masters, each with its cluster bus port (+10,000) free.
+/// Both are taken below Linux's ephemeral range (32768 and up), where no outgoing
+/// connection of another test can take one between this check and the master's bind.
 fn cluster_ports(n: usize) -> Vec<u16> {
+    const FIRST: u16 = 20_000;
+    const COUNT: u64 = 2_700;
     let mut ports = Vec::new();
-    while ports.len() < n {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        if port < 55_000
-            && !ports.contains(&port)
-            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
-        {
+    let seed = u64::from(std::process::id())
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(
+            u64::try_from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+                .wrapping_mul(7919),
+        )
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0),
+        );
+    for i in 0..COUNT {
+        let port = FIRST + u16::try_from((seed.wrapping_add(i * 13)) % COUNT).unwrap_or(0);
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if !ports.contains(&port) && free(port) && free(port + 10_000) {
             ports.push(port);
+            if ports.len() == n {
+                return ports;
+            }
         }
     }
-    ports
+    panic!("no free ports for a test Redis Cluster between 20000 and 22700");
 }
 
 fn spawn_cluster_node(dir: &std::path::Path, port: u16) -> Child {
