@@ -431,10 +431,10 @@ async fn a_sharded_subscription_that_redis_drops_is_made_again() {
     a.send_json(&json!({"type": "send", "text": "me too"}))
         .await;
     loop {
-        if let Event::Message(m) = event(&mut b).await {
-            if &*m.text == "me too" {
-                break;
-            }
+        if let Event::Message(m) = event(&mut b).await
+            && &*m.text == "me too"
+        {
+            break;
         }
     }
     one.shutdown().await;
