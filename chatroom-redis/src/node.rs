@@ -412,6 +412,30 @@ impl Shared {
                 *known = instance;
             }
         }
+        // The node is not listed in the new data set until a heartbeat there: were it
+        // to crash before, nobody would reap what it did in the partition. Nothing is
+        // done there until it is listed, which is done now, before the members hear.
+        {
+            let mut leases = lock(&self.leases);
+            if let Some(lease) = leases.get_mut(usize::from(partition)) {
+                lease.renewed = None;
+                lease.suspended = false;
+            }
+        }
+        let (node, instance) = (self.node(), self.instance(partition));
+        let sent = tokio::time::Instant::now();
+        let interval = self.options.lease / 3;
+        let listed = self
+            .heartbeat_call(partition, &node, &instance, self.options.lease, interval)
+            .await;
+        if matches!(&listed, Ok(reply) if reply.status() == "ok") && self.node() == node {
+            let mut leases = lock(&self.leases);
+            if let Some(lease) = leases.get_mut(usize::from(partition))
+                && lease.renewed.is_none()
+            {
+                lease.renewed = Some(sent);
+            }
+        }
         tracing::error!(
             partition,
             "Redis lost this cluster's data: every membership here in its rooms ends with 1012"
@@ -1336,38 +1360,10 @@ impl Shared {
         interval: Duration,
     ) -> Result<(), String> {
         let (sent_as, sent_with) = (self.node(), self.instance(partition));
-        let keys = PartitionKeys(partition);
-        let mut call = self.scripts.heartbeat.prepare_invoke();
-        call.key(keys.nodes())
-            .key(keys.heartbeat())
-            .key(keys.holdoff())
-            .key(keys.dead())
-            .key(keys.instance())
-            .key(keys.rules())
-            .arg(&sent_as)
-            .arg(lease.as_millis() as u64)
-            .arg(interval.as_millis() as u64)
-            .arg(&sent_with)
-            .arg(&self.rules);
         let sent = SystemTime::now();
-        let mut con = self.con.clone();
-        let value = match store::command(
-            "heartbeat",
-            self.options.call_timeout,
-            call.invoke_async::<Value>(&mut con),
-        )
-        .await
-        {
-            Ok(Ok(value)) => value,
-            Ok(Err(e)) => return Err(format!("Redis: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "no answer from Redis within {} ms",
-                    self.options.call_timeout.as_millis()
-                ));
-            }
-        };
-        let reply = Reply::new(value);
+        let reply = self
+            .heartbeat_call(partition, &sent_as, &sent_with, lease, interval)
+            .await?;
         match reply.status().as_str() {
             // Renewed for an id the node no longer goes by (another partition reaped
             // it meanwhile): the new id holds no lease here yet.
@@ -1404,6 +1400,45 @@ impl Shared {
                 self.data_lost(partition, &sent_with).await;
                 Err("Redis lost this cluster's data".to_owned())
             }
+        }
+    }
+
+    /// The heartbeat script of `partition`, as node `node` of data set `instance`.
+    async fn heartbeat_call(
+        &self,
+        partition: u16,
+        node: &str,
+        instance: &str,
+        lease: Duration,
+        interval: Duration,
+    ) -> Result<Reply, String> {
+        let keys = PartitionKeys(partition);
+        let mut call = self.scripts.heartbeat.prepare_invoke();
+        call.key(keys.nodes())
+            .key(keys.heartbeat())
+            .key(keys.holdoff())
+            .key(keys.dead())
+            .key(keys.instance())
+            .key(keys.rules())
+            .arg(node)
+            .arg(lease.as_millis() as u64)
+            .arg(interval.as_millis() as u64)
+            .arg(instance)
+            .arg(&self.rules);
+        let mut con = self.con.clone();
+        match store::command(
+            "heartbeat",
+            self.options.call_timeout,
+            call.invoke_async::<Value>(&mut con),
+        )
+        .await
+        {
+            Ok(Ok(value)) => Ok(Reply::new(value)),
+            Ok(Err(e)) => Err(format!("Redis: {e}")),
+            Err(_) => Err(format!(
+                "no answer from Redis within {} ms",
+                self.options.call_timeout.as_millis()
+            )),
         }
     }
 

@@ -663,3 +663,46 @@ async fn a_connection_the_server_closes_while_redis_is_frozen_gets_its_close_fra
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_crashes_right_after_redis_lost_its_data_leaves_no_member_behind() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let limits = Limits {
+        resume_grace: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let lease = Duration::from_millis(1500);
+    let (one, crash) = redis.node_with(limits.clone(), |b| b.lease(lease)).await;
+    let (two, _) = redis.node_with(limits, |b| b.lease(lease)).await;
+    let mut a = TestClient::connect(&one);
+    a.join("r", "A").await.expect("joins");
+    redis.restart();
+    assert_eq!(close_code_of(&mut a).await, close_code::SERVICE_RESTART);
+    // A joins afresh on the same node at once, and that node crashes right after.
+    let mut again = TestClient::connect(&one);
+    again.join("r", "A").await.expect("joins afresh");
+    crash.crash();
+    // The node must have been listed in the new data set before it let anyone join:
+    // the others reap it, and the name is free once A's grace ran out.
+    let crashed = Instant::now();
+    loop {
+        let mut fresh = TestClient::connect(&two);
+        match fresh.join("r", "A").await {
+            Ok(_) => break,
+            Err(Closed::Refused {
+                code: ErrorCode::NameTaken | ErrorCode::Unavailable,
+                ..
+            }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            crashed.elapsed() < Duration::from_secs(8),
+            "A was left behind: {:?}",
+            two.members("r").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    two.shutdown().await;
+}
