@@ -243,3 +243,48 @@ async fn the_host_posts_and_kicks_from_any_node_and_a_leaver_gets_no_left_on(red
         front.hub().shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_redis_is_frozen_gets_its_close_frame_on_axum_and_actix() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limits = Limits {
+        max_frame_bytes: 4096,
+        ..Limits::default()
+    };
+    let tune = |b: chatroom_redis::RedisBackplane| b.call_timeout(Duration::from_millis(300));
+    let fronts = [
+        Front::axum(redis.node_with(limits.clone(), tune).await.0).await,
+        Front::actix(redis.node_with(limits, tune).await.0),
+    ];
+    let mut clients = Vec::new();
+    for (i, front) in fronts.iter().enumerate() {
+        let mut client = front.client().await;
+        client.join("r", &format!("M{i}")).await.expect("joins");
+        clients.push(client);
+    }
+
+    redis.signal("STOP");
+    // A frame over the limit: each connection closes with 1009 within the call
+    // timeout, not when Redis comes back.
+    for client in &mut clients {
+        client.send_text(&"x".repeat(5000)).await;
+        let code = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match client.recv().await {
+                    Ok(_) => continue,
+                    Err(Closed::Close(c)) => return c.code,
+                    Err(other) => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the close frame does not wait for Redis");
+        assert_eq!(code, close_code::TOO_BIG);
+    }
+    redis.signal("CONT");
+    for front in &fronts {
+        front.hub().shutdown().await;
+    }
+}
