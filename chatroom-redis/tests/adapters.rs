@@ -12,7 +12,7 @@ use chatroom_core::protocol::Event;
 use chatroom_core::testing::{Closed, Request, TestClient, connect_over};
 use chatroom_core::{Hub, Limits, close_code};
 use chatroom_redis::testing::RedisServer;
-use common::event;
+use common::{closed_with, event};
 use serde_json::json;
 
 /// A node and the web server in front of it.
@@ -270,18 +270,10 @@ async fn a_connection_closed_while_redis_is_frozen_gets_its_close_frame_on_axum_
     // timeout, not when Redis comes back.
     for client in &mut clients {
         client.send_text(&"x".repeat(5000)).await;
-        let code = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match client.recv().await {
-                    Ok(_) => continue,
-                    Err(Closed::Close(c)) => return c.code,
-                    Err(other) => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await
-        .expect("the close frame does not wait for Redis");
-        assert_eq!(code, close_code::TOO_BIG);
+        assert_eq!(
+            closed_with(client, Duration::from_secs(2)).await,
+            close_code::TOO_BIG
+        );
     }
     redis.signal("CONT");
     for front in &fronts {

@@ -11,6 +11,7 @@ use chatroom_core::protocol::{Event, Reply, ServerFrame, Welcome};
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Limits, StoreHealth, close_code};
 use chatroom_redis::testing::{RedisServer, cluster_room_tag};
+use common::closed_with;
 use serde_json::json;
 
 async fn event(client: &mut TestClient) -> Event {
@@ -144,16 +145,7 @@ async fn redis_losing_its_data_ends_memberships_with_1012_and_names_are_fresh() 
 
 /// Receives until the connection closes; its close code.
 async fn close_code_of(client: &mut TestClient) -> u16 {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), client.recv())
-            .await
-            .expect("closed in time")
-        {
-            Ok(_) => continue,
-            Err(Closed::Close(c)) => return c.code,
-            Err(other) => panic!("expected a close frame, got {other:?}"),
-        }
-    }
+    closed_with(client, Duration::from_secs(10)).await
 }
 
 /// The next frame is an `unavailable` error.
@@ -631,18 +623,11 @@ async fn a_connection_the_server_closes_while_redis_is_frozen_gets_its_close_fra
     // A frame over the limit: the connection closes with 1009 at once, though the
     // member cannot be marked away until Redis answers.
     a.send_text(&"x".repeat(5000)).await;
-    let code = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match a.recv().await {
-                Ok(_) => continue,
-                Err(Closed::Close(c)) => return c.code,
-                Err(other) => panic!("expected a close frame, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the close frame does not wait for Redis");
-    assert_eq!(code, close_code::TOO_BIG);
+    // Within 2 s: it does not wait for Redis.
+    assert_eq!(
+        closed_with(&mut a, Duration::from_secs(2)).await,
+        close_code::TOO_BIG
+    );
     let waited = frozen.elapsed();
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(waited)).await;
     redis.signal("CONT");

@@ -13,7 +13,7 @@ use chatroom_core::protocol::Event;
 use chatroom_core::testing::{Closed, TestClient};
 use chatroom_core::{ErrorCode, Limits};
 use chatroom_redis::testing::{RedisServer, cluster_room_channel, cluster_room_tag};
-use common::event;
+use common::{closed_with, event};
 use serde_json::json;
 
 /// The node's and the redis client's logs, shown for a failing test (`RUST_LOG`).
@@ -139,20 +139,6 @@ async fn max_rooms_counts_the_rooms_of_every_partition() {
     c.join(&rooms[0], "B").await.expect("joins an open room");
     one.shutdown().await;
     two.shutdown().await;
-}
-
-/// How a client's connection ended, within `within`.
-async fn closed_with(client: &mut TestClient, within: Duration) -> u16 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, client.recv()).await {
-            Err(_) => panic!("still open after {within:?}"),
-            Ok(Err(Closed::Close(c))) => return c.code,
-            Ok(Err(other)) => panic!("ended without a close frame: {other:?}"),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

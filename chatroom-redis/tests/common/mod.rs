@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chatroom_core::protocol::Event;
-use chatroom_core::testing::TestClient;
+use chatroom_core::testing::{Closed, TestClient};
 
 /// A case run twice: on a single Redis, and on a Redis Cluster of three masters
 /// (sharded pub/sub, rooms spread over the masters' slots).
@@ -32,4 +32,18 @@ pub(crate) async fn event(client: &mut TestClient) -> Event {
         .await
         .expect("an event within 5 s")
         .expect("the connection stays open")
+}
+
+/// How a client's connection ended, within `within`.
+pub(crate) async fn closed_with(client: &mut TestClient, within: Duration) -> u16 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, client.recv()).await {
+            Err(_) => panic!("still open after {within:?}"),
+            Ok(Err(Closed::Close(c))) => return c.code,
+            Ok(Err(other)) => panic!("ended without a close frame: {other:?}"),
+            Ok(Ok(_)) => {}
+        }
+    }
 }
